@@ -1,0 +1,1 @@
+"""Example models and training loops bundled with topoprof (installed as ``topoprof.examples``)."""

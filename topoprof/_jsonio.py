@@ -1,0 +1,59 @@
+"""JSON files written atomically and read with errors that name the file.
+
+Run files are JSON (never pickle) so a run captured on a GPU node can be read anywhere.
+Writes go to a temporary file in the same directory and are renamed over the target, so a
+reader (or an interrupted writer) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import RunFormatError
+
+__all__ = ["write_json_atomic", "read_json", "write_bytes_atomic"]
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Serialise ``obj`` (plain dicts, lists, numbers, strings) to ``path`` atomically."""
+    data = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    write_bytes_atomic(path, data + b"\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; a truncated or corrupt file raises :class:`RunFormatError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise RunFormatError(f"{path}: is a directory, expected a JSON file") from None
+    if not data.strip():
+        raise RunFormatError(f"{path}: file is empty")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RunFormatError(f"{path}: not valid JSON (truncated or corrupt): {exc}") from None

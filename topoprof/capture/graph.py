@@ -1,0 +1,273 @@
+"""Capture of the layer graph from one real (eager) training step.
+
+torch.fx cannot trace data-dependent control flow or Hugging Face models
+(reference/environment.md), so the graph comes from a real forward pass: module hooks record
+each call's shapes, and a ``TorchFunctionMode`` tracks which layer produced every tensor, also
+through the functional ops between layers (residual adds, ``torch.cat``, attention matmuls,
+views). An edge ``A -> B`` means a tensor produced by leaf module ``A`` (possibly transformed by
+functional ops, listed in the edge's ``via``) entered leaf module ``B``. Containers get no
+edges: they are the hierarchy (``parent``), the leaves are the data flow.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, read once after the first forward
+pass (forward FLOPs) and once after the first backward pass (the difference is backward).
+
+All of this costs far more than timing (the mode alone adds about 3 us per op), so it runs on
+one step that is never timed.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.hooks import RemovableHandle
+
+from .modules import ModuleTable, dtype_name
+from .timing import iter_tensors
+
+__all__ = ["GraphCapture", "CapturedGraph", "CapturedEdge"]
+
+#: Functional ops remembered on an edge's ``via`` list (the first ones seen).
+MAX_VIA_OPS = 8
+
+
+@dataclass
+class CapturedEdge:
+    shape: list[int]
+    dtype: str
+    bytes: int
+    count: int = 1
+    via: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CapturedGraph:
+    """What one captured step yields, per module index and per (src, dst) name pair."""
+
+    in_shapes: dict[int, list[list[int]]] = field(default_factory=dict)
+    out_shapes: dict[int, list[list[int]]] = field(default_factory=dict)
+    dtype: dict[int, str] = field(default_factory=dict)
+    act_bytes: dict[int, int] = field(default_factory=dict)
+    called: set[int] = field(default_factory=set)
+    flops_fwd: dict[int, int] = field(default_factory=dict)
+    flops_bwd: dict[int, int] = field(default_factory=dict)
+    edges: dict[tuple[str, str], CapturedEdge] = field(default_factory=dict)
+    input_node: str = "input"
+    output_node: str = "output"
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or str(func)
+    return name.rstrip("_") if name.endswith("_") and not name.startswith("_") else name
+
+
+class _Provenance(TorchFunctionMode):
+    """Propagates "which layers produced this tensor" through every torch function call."""
+
+    def __init__(self, capture: "GraphCapture") -> None:
+        super().__init__()
+        self.capture = capture
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        cap = self.capture
+        if cap.depth == 0:  # outside the model's forward (loss, optimizer, data)
+            return out
+        merged: dict[str, list[str]] = {}
+        for t in iter_tensors(args, 2):
+            src = cap.producers(t)
+            if src:
+                for p, via in src.items():
+                    merged.setdefault(p, via)
+        for t in iter_tensors(kwargs, 2):
+            src = cap.producers(t)
+            if src:
+                for p, via in src.items():
+                    merged.setdefault(p, via)
+        if merged:
+            op = _op_name(func)
+            result = {}
+            for p, via in merged.items():
+                if (not via or via[-1] != op) and len(via) < MAX_VIA_OPS:
+                    via = via + [op]
+                result[p] = via
+            for t in iter_tensors(out, 2):
+                cap.set_producers(t, result)
+        return out
+
+
+class GraphCapture:
+    """Hooks + provenance mode + FLOP counter, active for exactly one (untimed) step."""
+
+    def __init__(self, table: ModuleTable, names_in_use: set[str]) -> None:
+        self.table = table
+        self.result = CapturedGraph()
+        # The input/output node names must not collide with a top-level module name.
+        self.result.input_node = "input" if "input" not in names_in_use else "<input>"
+        self.result.output_node = "output" if "output" not in names_in_use else "<output>"
+        self.depth = 0
+        self._prov: dict[int, tuple[Any, dict[str, list[str]]]] = {}
+        self._handles: list[RemovableHandle] = []
+        self._mode: _Provenance | None = None
+        self._flops: FlopCounterMode | None = None
+        self._fwd_counts: dict[str, dict[Any, int]] | None = None
+        self._bwd_counts: dict[str, dict[Any, int]] | None = None
+        self._root_calls = 0
+
+    # ------------------------------------------------------------- provenance
+    def producers(self, t: torch.Tensor) -> dict[str, list[str]] | None:
+        entry = self._prov.get(id(t))
+        if entry is None or entry[0]() is not t:
+            return None
+        return entry[1]
+
+    def set_producers(self, t: torch.Tensor, producers: dict[str, list[str]]) -> None:
+        try:
+            ref = weakref.ref(t)
+        except TypeError:
+            return
+        self._prov[id(t)] = (ref, producers)
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        for i, module in enumerate(self.table.modules):
+            self._handles.append(module.register_forward_pre_hook(self._make_pre(i), with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._make_post(i), always_call=True))
+        self._flops = FlopCounterMode(display=False)
+        self._flops.__enter__()
+        self._mode = _Provenance(self)
+        self._mode.__enter__()
+
+    def stop(self) -> CapturedGraph:
+        """Leave the modes and remove the hooks (idempotent); returns what was captured."""
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            mode.__exit__(None, None, None)
+        if self._flops is not None:
+            flops, self._flops = self._flops, None
+            flops.__exit__(None, None, None)
+            self._assign_flops(flops)
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._prov.clear()
+        return self.result
+
+    # ------------------------------------------------------------- hooks
+    def _make_pre(self, i: int):
+        info = self.table.infos[i]
+        name = info.name
+        is_root = i == 0
+
+        def pre(module: Any, args: Any, kwargs: Any) -> None:
+            if torch._C._current_graph_task_id() != -1:  # recomputation inside backward
+                return
+            res = self.result
+            self.depth += 1
+            tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
+            if is_root and self.depth == 1:
+                self._root_calls += 1
+                for t in tensors:
+                    self.set_producers(t, {res.input_node: []})
+            if i not in res.called:
+                res.called.add(i)
+                res.in_shapes[i] = [list(t.shape) for t in tensors]
+            if info.leaf:
+                for t in tensors:
+                    self._add_edges(t, name)
+
+        return pre
+
+    def _make_post(self, i: int):
+        info = self.table.infos[i]
+        name = info.name
+        is_root = i == 0
+
+        def post(module: Any, args: Any, output: Any) -> None:
+            if torch._C._current_graph_task_id() != -1:
+                return
+            self.depth = max(self.depth - 1, 0)
+            if output is None:
+                return
+            res = self.result
+            outs = list(iter_tensors(output))
+            if i not in res.out_shapes:
+                res.out_shapes[i] = [list(t.shape) for t in outs]
+                if outs:
+                    res.dtype[i] = dtype_name(outs[0].dtype)
+            if self._root_calls <= 1:
+                res.act_bytes[i] = res.act_bytes.get(i, 0) + sum(t.numel() * t.element_size() for t in outs)
+            if info.leaf:
+                for t in outs:
+                    self.set_producers(t, {name: []})
+            if is_root and self.depth == 0:
+                for t in outs:
+                    self._add_edges(t, res.output_node)
+                if self._root_calls == 1 and self._flops is not None:
+                    self._fwd_counts = self._flops.get_flop_counts()
+                    grads = [t for t in outs if t.grad_fn is not None]
+                    if grads:
+                        grads[0].grad_fn.register_prehook(self._arm_backward_snapshot)
+
+        return post
+
+    def _arm_backward_snapshot(self, grad_outputs: Any) -> None:
+        torch.autograd.Variable._execution_engine.queue_callback(self._snapshot_backward)
+
+    def _snapshot_backward(self) -> None:
+        if self._bwd_counts is None and self._flops is not None:
+            self._bwd_counts = self._flops.get_flop_counts()
+
+    def _add_edges(self, t: torch.Tensor, dst: str) -> None:
+        src = self.producers(t)
+        if not src:
+            return
+        edges = self.result.edges
+        for p, via in src.items():
+            key = (p, dst)
+            e = edges.get(key)
+            if e is None:
+                edges[key] = CapturedEdge(
+                    shape=list(t.shape),
+                    dtype=dtype_name(t.dtype),
+                    bytes=t.numel() * t.element_size(),
+                    via=list(via),
+                )
+            else:
+                e.count += 1
+                for op in via:
+                    if op not in e.via and len(e.via) < MAX_VIA_OPS:
+                        e.via.append(op)
+
+    # ------------------------------------------------------------- FLOPs
+    def _assign_flops(self, counter: FlopCounterMode) -> None:
+        """Map FlopCounterMode's per-module totals onto our module indices.
+
+        FlopCounterMode names modules by class-rooted paths (``Net.layer1.0``); its tracker
+        keeps a module -> name map, which is the exact correspondence. Without it (older or
+        newer torch), fall back to stripping the root's class name from the path.
+        """
+        fwd_counts = self._fwd_counts
+        bwd_counts = self._bwd_counts
+        if fwd_counts is None:
+            fwd_counts = counter.get_flop_counts()
+        known = getattr(getattr(counter, "mod_tracker", None), "_known_modules", None)
+        root_kind = self.table.infos[0].kind
+        for i, (info, module) in enumerate(zip(self.table.infos, self.table.modules)):
+            key = None
+            if known is not None:
+                try:
+                    key = known.get(module)
+                except TypeError:
+                    key = None
+            if key is None:
+                key = root_kind + ("." + info.name if info.name else "")
+            f = sum(fwd_counts.get(key, {}).values())
+            total = sum(bwd_counts.get(key, {}).values()) if bwd_counts is not None else f
+            self.result.flops_fwd[i] = int(f)
+            self.result.flops_bwd[i] = int(max(total - f, 0)) if bwd_counts is not None else 0

@@ -1,0 +1,424 @@
+"""The profiling session: ``topoprof.profile(model, run_dir, ...)``.
+
+Lifecycle of a profile with ``skip_first=K`` and ``steps=N``:
+
+* steps ``0 .. K-1`` are warm-up (timed but discarded); the last of them (or, with ``K == 0``,
+  one extra first step) also captures the layer graph and FLOPs, which is far costlier than
+  timing and therefore never timed;
+* the next ``N`` steps are profiled; after them every hook is removed and the run is saved,
+  and the loop goes on unprofiled;
+* leaving the context early (the loop ended, an exception, KeyboardInterrupt) removes every
+  hook and mode as well and saves the steps that finished.
+
+A step ends at ``prof.step()``. A loop that never calls it (``topoprof run``, the decorator)
+gets its steps from the optimizer: a step ends when the model's next forward pass begins after
+an ``optimizer.step()``, or when the profile ends.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import torch
+from torch import nn
+
+from ..errors import ProfilerUsageError
+from ..run import EdgeRecord, Manifest, ModuleRecord, RankData, Run, StepRecord
+from .clock import Clock, CudaEventClock, HostClock
+from .environment import device_info, distributed_info, versions
+from .graph import CapturedGraph, GraphCapture
+from .modules import ModuleTable
+from .nvtx_ranges import PHASE_COLORS, NvtxRanges
+from .timing import StepTimer, StepTiming
+
+__all__ = ["Profiler", "profile"]
+
+MODES = ("layers",)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class Profiler:
+    """Profiles a model's training steps layer by layer; see :func:`profile`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        run_dir: str | Path,
+        *,
+        steps: int = 10,
+        skip_first: int = 3,
+        mode: str = "layers",
+        tags: dict[str, Any] | None = None,
+        capture_graph: bool = True,
+        clock: str = "auto",
+        tensorboard: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ProfilerUsageError(f"profile() needs a torch.nn.Module as model, got {type(model).__name__}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ProfilerUsageError(f"steps must be a positive integer, got {steps!r}")
+        if isinstance(skip_first, bool) or not isinstance(skip_first, int) or skip_first < 0:
+            raise ProfilerUsageError(f"skip_first must be a non-negative integer, got {skip_first!r}")
+        if mode not in MODES:
+            raise ProfilerUsageError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+        if clock not in ("auto", "host", "cuda"):
+            raise ProfilerUsageError(f"clock must be 'auto', 'host' or 'cuda'; got {clock!r}")
+        if tags is not None and not isinstance(tags, dict):
+            raise ProfilerUsageError(f"tags must be a dict, got {type(tags).__name__}")
+        self.model = model
+        self.run_dir = Path(run_dir)
+        self.steps = steps
+        self.skip_first = skip_first
+        self.mode = mode
+        self.tags = dict(tags or {})
+        self.capture_graph = capture_graph
+        self.clock_choice = clock
+        self.tensorboard = tensorboard
+        self.run: Run | None = None
+        self._active = False
+        self._finished = False
+
+    # ------------------------------------------------------------------ public API
+    def __enter__(self) -> "Profiler":
+        if self._active:
+            raise ProfilerUsageError("this profiler is already active (profiles do not nest)")
+        self._start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self._active:
+            return
+        if exc_type is None:
+            if not self._manual_steps and self._timer.optimizer_steps > 0:
+                self._end_step(self._clock.now())  # the open step is complete
+            status = "complete" if self._finished else (
+                f"incomplete: the loop ended after {len(self._records)} of {self.steps} profiled steps"
+            )
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = f"interrupted: KeyboardInterrupt after {len(self._records)} profiled steps"
+        else:
+            status = f"failed: {exc_type.__name__} after {len(self._records)} profiled steps"
+        if self._active:
+            self._stop(status)
+
+    def __call__(self, func: _F) -> _F:
+        """Use the profiler as a decorator: the whole call is profiled (steps from the optimizer)."""
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def step(self) -> None:
+        """One training step ends here (call it once per iteration, after ``optimizer.step()``)."""
+        if not self._active:
+            return
+        self._manual_steps = True
+        self._end_step(self._clock.now())
+
+    def data(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """Iterate ``iterable`` and time each ``next()`` as the step's ``data`` phase."""
+        it = iter(iterable)
+        while True:
+            timer = self._timer if self._active else None
+            if timer is not None:
+                timer.mark("data")
+            try:
+                item = next(it)
+            except StopIteration:
+                if timer is not None and self._active:
+                    timer.mark("other")
+                return
+            if timer is not None and self._active:
+                timer.mark("other")
+            yield item
+
+    @property
+    def active(self) -> bool:
+        """True while steps are being profiled."""
+        return self._active
+
+    @property
+    def step_index(self) -> int:
+        """Index of the step in progress (0-based, counted from the start of the profile)."""
+        return self._timer.step_index if hasattr(self, "_timer") else 0
+
+    # ------------------------------------------------------------------ internals
+    def _start(self) -> None:
+        self._table = ModuleTable(self.model)
+        device = self._table.device_type()
+        self._clock = self._make_clock(device)
+        self._ranges = NvtxRanges()
+        self._timer = StepTimer(self._table, self._clock, self._ranges)
+        self._timer.before_root_forward = self._before_root_forward
+        self._records: list[tuple[int, StepTiming]] = []
+        self._graph: CapturedGraph | None = None
+        self._capture: GraphCapture | None = None
+        self._capture_step = (self.skip_first - 1) if self.skip_first > 0 else 0
+        self._first_timed = max(self.skip_first, 1) if self.capture_graph else self.skip_first
+        if not self.capture_graph:
+            self._capture_step = -1
+        self._manual_steps = False
+        self._optimizers: dict[int, dict[str, Any]] = {}
+        self._handles: list[Any] = []
+        self._step_range_open = False
+        self._dist = distributed_info()
+        self._device = device
+        self._started_at = _dt.datetime.now(_dt.timezone.utc)
+        self._finished = False
+        self._timer.install()
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+        self._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre_hook))
+        self._handles.append(register_optimizer_step_post_hook(self._optimizer_post_hook))
+        self._active = True
+        self._begin_step(self._clock.now())
+
+    def _make_clock(self, device: str) -> Clock:
+        choice = self.clock_choice
+        if choice == "cuda" or (choice == "auto" and device == "cuda"):
+            if not torch.cuda.is_available():
+                raise ProfilerUsageError("clock='cuda' needs CUDA, which is not available")
+            return CudaEventClock()
+        return HostClock()
+
+    def _begin_step(self, origin: Any) -> None:
+        idx = self._timer.step_index
+        if idx == self._capture_step:
+            names = {info.name.split(".")[0] for info in self._table.infos if info.name}
+            self._capture = GraphCapture(self._table, names)
+            self._capture.start()
+        self._ranges.push(self._ranges.attributes(f"step {idx}", PHASE_COLORS["step"], payload=idx))
+        self._step_range_open = True
+        self._timer.begin_step(origin)
+
+    def _close_step_ranges(self) -> None:
+        self._timer.end_phase_range()
+        if self._step_range_open:
+            self._ranges.pop()
+            self._step_range_open = False
+
+    def _end_step(self, t_end: Any) -> None:
+        timer = self._timer
+        idx = timer.step_index
+        self._close_step_ranges()
+        if self._capture is not None:
+            self._graph = self._capture.stop()
+            self._capture = None
+        timing = timer.finish_step(t_end)
+        if idx >= self._first_timed:
+            self._records.append((idx, timing))
+        if len(self._records) >= self.steps:
+            self._finished = True
+            self._stop("complete")
+            return
+        self._begin_step(self._clock.now())
+
+    def _before_root_forward(self) -> None:
+        # Steps delimited by the optimizer: a forward pass after an optimizer step starts a new step.
+        if not self._manual_steps and self._timer.optimizer_steps > 0:
+            self._end_step(self._clock.now())
+
+    def _optimizer_pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        key = id(optimizer)
+        if key not in self._optimizers:
+            self._optimizers[key] = _describe_optimizer(optimizer)
+        self._timer.mark("optimizer")
+
+    def _optimizer_post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._timer.optimizer_steps += 1
+        self._timer.mark("other")
+
+    def _stop(self, status: str) -> None:
+        """Remove every hook and mode, close open ranges, save the run. Idempotent."""
+        if not self._active:
+            return
+        self._active = False
+        try:
+            self._timer.abandon_open_ranges()
+            self._close_step_ranges()
+        finally:
+            if self._capture is not None:
+                captured = self._capture.stop()
+                self._capture = None
+                if self._graph is None and captured.called:
+                    self._graph = captured
+            self._timer.remove()
+            for h in self._handles:
+                h.remove()
+            self._handles.clear()
+        self.run = self._build_run(status)
+        self.run.save(self.run_dir)
+        if self.tensorboard:
+            _write_tensorboard(self.run)
+
+    def _build_run(self, status: str) -> Run:
+        table = self._table
+        records = self._records
+        graph = self._graph or CapturedGraph()
+        n_mod = len(table)
+        called = set(graph.called)
+        for _, t in records:
+            called.update(m for m in range(n_mod) if t.calls[m])
+        modules = []
+        for m in sorted(called):
+            info = table.infos[m]
+            parent = table.infos[info.parent].name if info.parent >= 0 else None
+            modules.append(
+                ModuleRecord(
+                    name=info.name,
+                    kind=info.kind,
+                    parent=parent,
+                    leaf=info.leaf,
+                    params=info.params,
+                    param_bytes=info.param_bytes,
+                    in_shapes=graph.in_shapes.get(m, []),
+                    out_shapes=graph.out_shapes.get(m, []),
+                    dtype=graph.dtype.get(m),
+                    flops_fwd=graph.flops_fwd.get(m, 0),
+                    flops_bwd=graph.flops_bwd.get(m, 0),
+                    act_bytes=graph.act_bytes.get(m, 0),
+                    calls_per_step=[t.calls[m] for _, t in records],
+                    fwd_us=[t.fwd_us[m] for _, t in records],
+                    bwd_us=[t.bwd_us[m] for _, t in records],
+                    self_fwd_us=[t.self_fwd_us[m] for _, t in records],
+                    self_bwd_us=[t.self_bwd_us[m] for _, t in records],
+                )
+            )
+        edges = [
+            EdgeRecord(src=s, dst=d, shape=e.shape, dtype=e.dtype, bytes=e.bytes, count=e.count, via=e.via)
+            for (s, d), e in graph.edges.items()
+        ]
+        steps = [
+            StepRecord(
+                index=idx,
+                duration_us=t.duration_us,
+                phases_us=t.phases_us,
+                forward_passes=t.forward_passes,
+                backward_passes=t.backward_passes,
+                optimizer_steps=t.optimizer_steps,
+            )
+            for idx, t in records
+        ]
+        dist = self._dist
+        rank = RankData(
+            rank=dist["rank"],
+            local_rank=dist["local_rank"],
+            host=dist["host"],
+            device=self._device,
+            clock=self._clock.name,
+            steps=steps,
+            modules=modules,
+            edges=edges,
+            optimizers=list(self._optimizers.values()),
+            graph_step=self._capture_step if self._graph is not None else None,
+            input_node=graph.input_node,
+            output_node=graph.output_node,
+        )
+        tags = dict(self.tags)
+        if "batch_size" not in tags and graph.in_shapes.get(0):
+            first = graph.in_shapes[0][0]
+            if first:
+                tags["batch_size"] = first[0]
+        manifest = Manifest(
+            name=self.run_dir.name,
+            created=self._started_at.isoformat(timespec="seconds"),
+            mode=self.mode,
+            versions=versions(),
+            device=device_info(self._device),
+            host=dist["host"],
+            world_size=dist["world_size"],
+            ranks=[dist["rank"]],
+            steps_requested=self.steps,
+            skip_first=self.skip_first,
+            command=dist["command"],
+            tags=tags,
+            status=status,
+        )
+        return Run(self.run_dir, manifest, {rank.rank: rank})
+
+
+def _describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Plain facts about an optimizer for the rules (class, sizes, fused/foreach flags)."""
+    tensors = 0
+    params = 0
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            tensors += 1
+            params += p.numel()
+    defaults = optimizer.defaults
+    return {
+        "kind": type(optimizer).__name__,
+        "param_tensors": tensors,
+        "params": params,
+        "fused": defaults.get("fused"),
+        "foreach": defaults.get("foreach"),
+        "lr": defaults.get("lr") if isinstance(defaults.get("lr"), (int, float)) else None,
+    }
+
+
+def _write_tensorboard(run: Run) -> None:
+    try:
+        from ..report.tensorboard import write_tensorboard
+    except ImportError:  # TensorBoard not installed: the run itself is complete
+        return
+    write_tensorboard(run)
+
+
+def profile(
+    model: nn.Module,
+    run_dir: str | Path = "runs/profile",
+    *,
+    steps: int = 10,
+    skip_first: int = 3,
+    mode: str = "layers",
+    tags: dict[str, Any] | None = None,
+    capture_graph: bool = True,
+    clock: str = "auto",
+    tensorboard: bool = True,
+) -> Profiler:
+    """Profile the training steps of ``model`` and save the run in ``run_dir``.
+
+    Use it as a context manager (call ``prof.step()`` at the end of each iteration) or as a
+    decorator (steps are then delimited by ``optimizer.step()``)::
+
+        with topoprof.profile(model, "runs/baseline", steps=10, skip_first=3) as prof:
+            for x, y in prof.data(loader):
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+                prof.step()
+
+    Args:
+        model: the module whose forward is the model (its submodules are the layers).
+        run_dir: directory the run is written to (created; an existing run is overwritten).
+        steps: number of steps to profile after the warm-up.
+        skip_first: warm-up steps, timed but not kept; the last one captures the layer graph
+            (with ``skip_first=0`` one extra first step does).
+        mode: ``"layers"``: hooks, NVTX ranges and host/CUDA-event timers.
+        tags: user facts stored with the run (batch size, precision...) for comparisons.
+        capture_graph: capture the layer graph and FLOPs (one untimed step).
+        clock: ``"auto"`` (CUDA events for a CUDA model, else host), ``"host"`` or ``"cuda"``.
+        tensorboard: also write TensorBoard summaries into ``run_dir``.
+
+    Returns:
+        The :class:`Profiler`; after the context its ``run`` attribute holds the saved run.
+    """
+    return Profiler(
+        model,
+        run_dir,
+        steps=steps,
+        skip_first=skip_first,
+        mode=mode,
+        tags=tags,
+        capture_graph=capture_graph,
+        clock=clock,
+        tensorboard=tensorboard,
+    )

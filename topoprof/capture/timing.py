@@ -1,0 +1,418 @@
+"""The timing hooks: per-module forward and backward time, and the step's phases.
+
+This is the hot path of a profiled step, so it does as little as possible per module call:
+two forward hooks (pre and post, ``always_call`` so that ranges stay balanced when ``forward``
+raises), and autograd *node* hooks for backward (full backward hooks cost about 58 us per
+module call and add autograd nodes; node hooks about 7 us, reference/environment.md).
+
+Backward time of a module call (DESIGN.md section 6): from the moment the gradient reaches the
+module's outputs (a pre-hook on the autograd node that produced an output) to the moment it
+has passed the module's inputs (post-hooks on the module's "frontier": its own autograd nodes
+whose successors all lie outside the module). Which nodes are the module's own is exact and
+cheap: autograd gives every node a per-thread sequence number, so the nodes created during the
+module's forward are those numbered from the counter's value at the forward pre-hook on. A
+container treats each child call as one unit, so every node is walked once per step, not once
+per level of nesting. A container's backward ends when its own frontier nodes and the child
+calls at its frontier have finished.
+
+Everything is recorded as raw timestamps in flat lists; :meth:`StepTimer.finish_step` turns
+them into per-module microseconds once per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch.utils.hooks import RemovableHandle
+
+from .clock import Clock
+from .modules import ModuleTable
+from .nvtx_ranges import PHASE_COLORS, NvtxRanges
+
+__all__ = ["StepTimer", "StepTiming", "iter_tensors"]
+
+# Accumulate-grad nodes (parameters) carry the largest sequence number; they are never a
+# module's own node.
+_NO_SEQUENCE = 2**64 - 1
+_get_sequence_nr: Callable[[], int] = torch._C._autograd._get_sequence_nr
+_Tensor = torch.Tensor
+
+# Indices into a call record (a plain list: cheaper than an object on the hot path).
+_MOD, _PARENT, _F0, _F1, _B0, _B1, _PENDING, _SEQ, _NOTIFY, _EXITS = range(10)
+
+
+def iter_tensors(obj: Any, depth: int = 3):
+    """Tensors in ``obj`` and in tuples, lists and dict values nested up to ``depth`` levels."""
+    if isinstance(obj, _Tensor):
+        yield obj
+    elif depth > 0:
+        if isinstance(obj, (tuple, list)):
+            for o in obj:
+                yield from iter_tensors(o, depth - 1)
+        elif isinstance(obj, dict):
+            for o in obj.values():
+                yield from iter_tensors(o, depth - 1)
+
+
+@dataclass
+class StepTiming:
+    """One step resolved to microseconds (what :meth:`StepTimer.finish_step` returns)."""
+
+    duration_us: float
+    phases_us: dict[str, float]
+    forward_passes: int
+    backward_passes: int
+    optimizer_steps: int
+    calls: list[int] = field(default_factory=list)  # per module index
+    fwd_us: list[float] = field(default_factory=list)
+    bwd_us: list[float] = field(default_factory=list)
+    self_fwd_us: list[float] = field(default_factory=list)
+    self_bwd_us: list[float] = field(default_factory=list)
+
+
+class StepTimer:
+    """Installs the timing hooks on a model and accumulates one step's raw timestamps."""
+
+    def __init__(self, table: ModuleTable, clock: Clock, ranges: NvtxRanges) -> None:
+        self.table = table
+        self.clock = clock
+        self.ranges = ranges
+        self._handles: list[RemovableHandle] = []
+        self._fwd_attrs = [ranges.attributes(f"fwd {i.label}", PHASE_COLORS["forward"]) for i in table.infos]
+        self._bwd_attrs = [ranges.attributes(f"bwd {i.label}", PHASE_COLORS["backward"]) for i in table.infos]
+        self.step_index = 0
+        self._phase_range: Any = None
+        self.phase = "other"
+        self.calls: list[list[Any]] = []
+        self.stack: list[int] = []
+        self.marks: list[tuple[Any, str]] = []
+        self._reset(clock.now())
+        #: Called (with no argument) from the root's forward pre-hook before it records the
+        #: call; the session ends a step there when steps are delimited by the optimizer.
+        self.before_root_forward: Callable[[], None] | None = None
+
+    # ----------------------------------------------------------------- step state
+    def _reset(self, origin: Any) -> None:
+        # Lists are cleared in place: the hooks hold references to them.
+        self.origin = origin
+        self.calls.clear()
+        self.stack.clear()
+        self.marks.clear()
+        self.end_phase_range()
+        self.in_backward = False
+        self.forward_passes = 0
+        self.backward_passes = 0
+        self.optimizer_steps = 0
+        self._bwd_open = 0  # backward ranges pushed and not yet popped
+        self._owner: dict[Any, int] = {}  # autograd node -> outermost call that outputs it
+        self._starts: dict[Any, list[int]] = {}  # node -> calls whose backward starts there
+        self._ends: dict[Any, list[int]] = {}  # node -> calls waiting for it to finish
+
+    def mark(self, phase: str, t: Any = None) -> None:
+        """The step enters ``phase`` now (phases are contiguous segments of the step).
+
+        Phases other than ``other`` are NVTX start/end ranges with the step number as payload.
+        """
+        if phase == self.phase:
+            return
+        if t is None:
+            t = self.clock.now()
+        self.marks.append((t, phase))
+        self.phase = phase
+        if self._phase_range is not None:
+            self.ranges.end(self._phase_range)
+            self._phase_range = None
+        if phase != "other":
+            attrs = self.ranges.attributes(phase, PHASE_COLORS[phase], payload=self.step_index)
+            self._phase_range = self.ranges.start(attrs)
+
+    def end_phase_range(self) -> None:
+        """Close the open phase range (at the end of a step or of the profile)."""
+        if self._phase_range is not None:
+            self.ranges.end(self._phase_range)
+            self._phase_range = None
+        self.phase = "other"
+
+    # ----------------------------------------------------------------- install/remove
+    def install(self) -> None:
+        root_index = 0
+        for i, module in enumerate(self.table.modules):
+            pre = self._make_pre_hook(i, i == root_index)
+            post = self._make_post_hook(i)
+            self._handles.append(module.register_forward_pre_hook(pre))
+            self._handles.append(module.register_forward_hook(post, always_call=True))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def open_ranges(self) -> int:
+        """NVTX module ranges this timer has pushed and not popped (forward and backward)."""
+        return sum(1 for i in self.stack if i >= 0) + self._bwd_open
+
+    # ----------------------------------------------------------------- forward hooks
+    def _make_pre_hook(self, midx: int, is_root: bool) -> Callable[..., None]:
+        calls = self.calls
+        stack = self.stack
+        now = self.clock.now
+        push = self.ranges.push
+        attrs = self._fwd_attrs[midx]
+        timer = self
+
+        def pre_hook(module: Any, args: Any) -> None:
+            if timer.in_backward:  # recomputation (activation checkpointing) inside backward
+                stack.append(-1)
+                return
+            if is_root and not stack:
+                if timer.before_root_forward is not None:
+                    timer.before_root_forward()
+                    if not timer._handles:  # the session stopped profiling at that boundary
+                        return
+                timer.forward_passes += 1
+                timer.mark("forward")
+            calls.append([midx, stack[-1] if stack else -1, now(), None, None, None, 0, _get_sequence_nr(), None, None])
+            stack.append(len(calls) - 1)
+            push(attrs)
+
+        return pre_hook
+
+    def _make_post_hook(self, midx: int) -> Callable[..., None]:
+        now = self.clock.now
+        pop = self.ranges.pop
+        timer = self
+        st = self.stack
+        calls = self.calls
+
+        def post_hook(module: Any, args: Any, output: Any) -> None:
+            if not st:  # hooks installed mid-forward: nothing to close
+                return
+            i = st.pop()
+            if i < 0:
+                return
+            t = now()
+            call = calls[i]
+            call[_F1] = t
+            pop()
+            if output is not None and torch.is_grad_enabled():
+                timer._register_backward(i, call, output)
+
+        return post_hook
+
+    # ----------------------------------------------------------------- backward hooks
+    def _register_backward(self, i: int, call: list[Any], output: Any) -> None:
+        seq0 = call[_SEQ]
+        starts = self._starts
+        owner = self._owner
+        roots = []
+        for t in iter_tensors(output):
+            node = t.grad_fn
+            if node is not None:
+                s = node._sequence_nr()
+                if seq0 <= s < _NO_SEQUENCE:
+                    roots.append(node)
+        if not roots:
+            return
+        # Walk this call's own nodes; jump over child calls (units) through their exits.
+        frontier: list[Any] = []
+        child_units: list[int] = []
+        exits: list[Any] = []
+        seen: set[Any] = set()
+        todo = list(roots)
+        calls = self.calls
+        while todo:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            j = owner.get(node)
+            if j is not None and j > i:  # a descendant call: one unit
+                inner_exits = calls[j][_EXITS]
+                leads_inside = False
+                for e in inner_exits:
+                    if e._sequence_nr() >= seq0:
+                        leads_inside = True
+                        todo.append(e)
+                    else:
+                        exits.append(e)
+                if not leads_inside:
+                    child_units.append(j)
+                continue
+            inside = False
+            for nxt, _ in node.next_functions:
+                if nxt is None:
+                    continue
+                s = nxt._sequence_nr()
+                if s >= _NO_SEQUENCE:
+                    continue
+                if s >= seq0:
+                    inside = True
+                    todo.append(nxt)
+                else:
+                    exits.append(nxt)
+            if not inside:
+                frontier.append(node)
+        pending = len(frontier) + len(child_units)
+        if pending == 0:
+            return
+        call[_PENDING] = pending
+        call[_EXITS] = exits
+        for j in child_units:
+            child = calls[j]
+            if child[_NOTIFY] is None:
+                child[_NOTIFY] = [i]
+            else:
+                child[_NOTIFY].append(i)
+        ends = self._ends
+        for node in frontier:
+            lst = ends.get(node)
+            if lst is None:
+                ends[node] = [i]
+                node.register_hook(self._make_end_hook(ends[node]))
+            else:
+                lst.append(i)
+        for node in roots:
+            lst = starts.get(node)
+            if lst is None:
+                starts[node] = [i]
+                node.register_prehook(self._make_start_hook(starts[node]))
+            else:
+                lst.append(i)
+            owner[node] = i
+
+    def _make_start_hook(self, waiting: list[int]) -> Callable[..., None]:
+        def start_hook(grad_outputs: Any) -> None:
+            self._on_backward_start(waiting)
+
+        return start_hook
+
+    def _make_end_hook(self, waiting: list[int]) -> Callable[..., None]:
+        def end_hook(grad_inputs: Any, grad_outputs: Any) -> None:
+            self._on_node_done(waiting)
+
+        return end_hook
+
+    def _on_backward_start(self, waiting: list[int]) -> None:
+        t = self.clock.now()
+        if not self.in_backward:
+            self.in_backward = True
+            self.mark("backward", t)
+            torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
+        calls = self.calls
+        push = self.ranges.push
+        for i in sorted(waiting):  # outer calls first, so NVTX ranges nest
+            call = calls[i]
+            if call[_B0] is None:
+                call[_B0] = t
+                push(self._bwd_attrs[call[_MOD]])
+                self._bwd_open += 1
+
+    def _on_node_done(self, waiting: list[int]) -> None:
+        t = self.clock.now()
+        calls = self.calls
+        for i in sorted(waiting, reverse=True):  # inner calls first
+            self._decrement(i, t, calls)
+
+    def _decrement(self, i: int, t: Any, calls: list[list[Any]]) -> None:
+        call = calls[i]
+        call[_PENDING] -= 1
+        if call[_PENDING] == 0 and call[_B1] is None and call[_B0] is not None:
+            call[_B1] = t
+            self.ranges.pop()
+            self._bwd_open -= 1
+            notify = call[_NOTIFY]
+            if notify:
+                for p in notify:
+                    self._decrement(p, t, calls)
+
+    def _on_backward_end(self) -> None:
+        t = self.clock.now()
+        # Calls whose backward started but whose frontier never ran (gradients pruned by
+        # torch.autograd.grad(inputs=...)) end with the backward pass.
+        calls = self.calls
+        for i in range(len(calls) - 1, -1, -1):
+            call = calls[i]
+            if call[_B0] is not None and call[_B1] is None:
+                call[_B1] = t
+                if self._bwd_open:
+                    self.ranges.pop()
+                    self._bwd_open -= 1
+        self.in_backward = False
+        self.backward_passes += 1
+        self.mark("other", t)
+        # The next backward pass of this step registers fresh nodes.
+        self._starts = {}
+        self._ends = {}
+        self._owner = {}
+
+    # ----------------------------------------------------------------- step end
+    def abandon_open_ranges(self) -> int:
+        """Close the module ranges left open by an exception; returns how many were closed."""
+        n = self.open_ranges()
+        self.ranges.pop_n(n)
+        self.stack.clear()
+        self._bwd_open = 0
+        return n
+
+    def begin_step(self, origin: Any) -> None:
+        """Start the next step at timestamp ``origin``."""
+        self._reset(origin)
+
+    def finish_step(self, end: Any) -> StepTiming:
+        """Resolve the step that ends at timestamp ``end``; call :meth:`begin_step` next."""
+        calls = self.calls
+        n_mod = len(self.table)
+        stamps: list[Any] = [end]
+        stamps.extend(t for t, _ in self.marks)
+        for c in calls:
+            stamps.append(c[_F0])
+            stamps.append(c[_F1])
+            stamps.append(c[_B0])
+            stamps.append(c[_B1])
+        us = self.clock.resolve(self.origin, stamps)
+        duration = us[0]
+        phases = {p: 0.0 for p in PHASE_COLORS if p != "step"}
+        cur_phase, cur_t = "other", 0.0
+        for k, (_, phase) in enumerate(self.marks):
+            t = us[1 + k]
+            phases[cur_phase] += t - cur_t
+            cur_phase, cur_t = phase, t
+        phases[cur_phase] += duration - cur_t
+        base = 1 + len(self.marks)
+        fwd = [0.0] * n_mod
+        bwd = [0.0] * n_mod
+        child_fwd = [0.0] * n_mod
+        child_bwd = [0.0] * n_mod
+        ncalls = [0] * n_mod
+        for k, c in enumerate(calls):
+            f0, f1, b0, b1 = us[base + 4 * k : base + 4 * k + 4]
+            m = c[_MOD]
+            ncalls[m] += 1
+            f = (f1 - f0) if f1 is not None else (duration - f0)
+            b = (b1 - b0) if (b0 is not None and b1 is not None) else 0.0
+            fwd[m] += f
+            bwd[m] += b
+            p = c[_PARENT]
+            if p >= 0:
+                pm = calls[p][_MOD]
+                child_fwd[pm] += f
+                child_bwd[pm] += b
+        self_fwd = [max(fwd[m] - child_fwd[m], 0.0) for m in range(n_mod)]
+        self_bwd = [max(bwd[m] - child_bwd[m], 0.0) for m in range(n_mod)]
+        result = StepTiming(
+            duration_us=duration,
+            phases_us=phases,
+            forward_passes=self.forward_passes,
+            backward_passes=self.backward_passes,
+            optimizer_steps=self.optimizer_steps,
+            calls=ncalls,
+            fwd_us=fwd,
+            bwd_us=bwd,
+            self_fwd_us=self_fwd,
+            self_bwd_us=self_bwd,
+        )
+        self.clock.recycle()
+        self.step_index += 1
+        return result
