@@ -78,26 +78,29 @@ class _Provenance(TorchFunctionMode):
         cap = self.capture
         if cap.depth == 0:  # outside the model's forward (loss, optimizer, data)
             return out
-        merged: dict[str, list[str]] = {}
-        for t in iter_tensors(args, 2):
-            src = cap.producers(t)
-            if src:
-                for p, via in src.items():
-                    merged.setdefault(p, via)
-        for t in iter_tensors(kwargs, 2):
-            src = cap.producers(t)
-            if src:
-                for p, via in src.items():
-                    merged.setdefault(p, via)
-        if merged:
-            op = _op_name(func)
-            result = {}
-            for p, via in merged.items():
-                if (not via or via[-1] != op) and len(via) < MAX_VIA_OPS:
-                    via = via + [op]
-                result[p] = via
-            for t in iter_tensors(out, 2):
-                cap.set_producers(t, result)
+        operands = [src for t in iter_tensors((args, kwargs), 3) if (src := cap.producers(t))]
+        if not operands:
+            return out
+        if len(operands) == 1:
+            merged = operands[0]
+        else:
+            # Several operands (a residual add, cat, attention): keep each operand's most recent
+            # producer. A residual stream then links each layer to the last one that wrote to
+            # the stream, instead of to every layer before it (O(L^2) edges in a deep
+            # pre-norm transformer).
+            merged = {}
+            for src in operands:
+                name = max(src, key=lambda p: src[p][0])
+                if name not in merged:
+                    merged[name] = src[name]
+        op = _op_name(func)
+        result = {}
+        for p, (order, via) in merged.items():
+            if (not via or via[-1] != op) and len(via) < MAX_VIA_OPS:
+                via = via + [op]
+            result[p] = (order, via)
+        for t in iter_tensors(out, 2):
+            cap.set_producers(t, result)
         return out
 
 
@@ -111,22 +114,26 @@ class GraphCapture:
         self.result.input_node = "input" if "input" not in names_in_use else "<input>"
         self.result.output_node = "output" if "output" not in names_in_use else "<output>"
         self.depth = 0
-        self._prov: dict[int, tuple[Any, dict[str, list[str]]]] = {}
+        # id(tensor) -> (weakref, {producer: (order, via ops)}); ``order`` is the producer's
+        # position in the forward pass, so "most recent producer" is well defined.
+        self._prov: dict[int, tuple[Any, dict[str, tuple[int, list[str]]]]] = {}
+        self._order = 0
         self._handles: list[RemovableHandle] = []
         self._mode: _Provenance | None = None
         self._flops: FlopCounterMode | None = None
         self._fwd_counts: dict[str, dict[Any, int]] | None = None
         self._bwd_counts: dict[str, dict[Any, int]] | None = None
         self._root_calls = 0
+        self._stopped = False
 
     # ------------------------------------------------------------- provenance
-    def producers(self, t: torch.Tensor) -> dict[str, list[str]] | None:
+    def producers(self, t: torch.Tensor) -> dict[str, tuple[int, list[str]]] | None:
         entry = self._prov.get(id(t))
         if entry is None or entry[0]() is not t:
             return None
         return entry[1]
 
-    def set_producers(self, t: torch.Tensor, producers: dict[str, list[str]]) -> None:
+    def set_producers(self, t: torch.Tensor, producers: dict[str, tuple[int, list[str]]]) -> None:
         try:
             ref = weakref.ref(t)
         except TypeError:
@@ -145,6 +152,7 @@ class GraphCapture:
 
     def stop(self) -> CapturedGraph:
         """Leave the modes and remove the hooks (idempotent); returns what was captured."""
+        self._stopped = True
         if self._mode is not None:
             mode, self._mode = self._mode, None
             mode.__exit__(None, None, None)
@@ -164,16 +172,16 @@ class GraphCapture:
         name = info.name
         is_root = i == 0
 
-        def pre(module: Any, args: Any, kwargs: Any) -> None:
-            if torch._C._current_graph_task_id() != -1:  # recomputation inside backward
+        def pre(module: Any, args: Any, kwargs: Any = None) -> None:
+            # ``kwargs`` has a default: a hook removed while torch iterates a snapshot of the
+            # hooks is still called, without kwargs.
+            if self._stopped or torch._C._current_graph_task_id() != -1:  # or recomputation in backward
                 return
-            res = self.result
             self.depth += 1
             tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
             if is_root and self.depth == 1:
-                self._root_calls += 1
-                for t in tensors:
-                    self.set_producers(t, {res.input_node: []})
+                self._enter_root(tensors)
+            res = self.result
             if i not in res.called:
                 res.called.add(i)
                 res.in_shapes[i] = [list(t.shape) for t in tensors]
@@ -189,7 +197,7 @@ class GraphCapture:
         is_root = i == 0
 
         def post(module: Any, args: Any, output: Any) -> None:
-            if torch._C._current_graph_task_id() != -1:
+            if self._stopped or torch._C._current_graph_task_id() != -1:
                 return
             self.depth = max(self.depth - 1, 0)
             if output is None:
@@ -203,8 +211,9 @@ class GraphCapture:
             if self._root_calls <= 1:
                 res.act_bytes[i] = res.act_bytes.get(i, 0) + sum(t.numel() * t.element_size() for t in outs)
             if info.leaf:
+                self._order += 1
                 for t in outs:
-                    self.set_producers(t, {name: []})
+                    self.set_producers(t, {name: (self._order, [])})
             if is_root and self.depth == 0:
                 for t in outs:
                     self._add_edges(t, res.output_node)
@@ -215,6 +224,22 @@ class GraphCapture:
                         grads[0].grad_fn.register_prehook(self._arm_backward_snapshot)
 
         return post
+
+    def _enter_root(self, tensors: list[torch.Tensor]) -> None:
+        self._root_calls += 1
+        for t in tensors:
+            self.set_producers(t, {self.result.input_node: (0, [])})
+
+    def enter_root_call(self, args: Any, kwargs: Any) -> None:
+        """Capture started inside the root's forward pre-hook (a step boundary found there):
+        do what the root's own capture pre-hook would have done for this call."""
+        self.depth = 1
+        tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
+        self._enter_root(tensors)
+        res = self.result
+        if 0 not in res.called:
+            res.called.add(0)
+            res.in_shapes[0] = [list(t.shape) for t in tensors]
 
     def _arm_backward_snapshot(self, grad_outputs: Any) -> None:
         torch.autograd.Variable._execution_engine.queue_callback(self._snapshot_backward)
@@ -228,7 +253,7 @@ class GraphCapture:
         if not src:
             return
         edges = self.result.edges
-        for p, via in src.items():
+        for p, (_, via) in src.items():
             key = (p, dst)
             e = edges.get(key)
             if e is None:

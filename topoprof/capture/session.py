@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -54,7 +54,7 @@ class Profiler:
         mode: str = "layers",
         tags: dict[str, Any] | None = None,
         capture_graph: bool = True,
-        clock: str = "auto",
+        clock: str | Clock = "auto",
         tensorboard: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -65,8 +65,8 @@ class Profiler:
             raise ProfilerUsageError(f"skip_first must be a non-negative integer, got {skip_first!r}")
         if mode not in MODES:
             raise ProfilerUsageError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        if clock not in ("auto", "host", "cuda"):
-            raise ProfilerUsageError(f"clock must be 'auto', 'host' or 'cuda'; got {clock!r}")
+        if not isinstance(clock, Clock) and clock not in ("auto", "host", "cuda"):
+            raise ProfilerUsageError(f"clock must be 'auto', 'host', 'cuda' or a Clock; got {clock!r}")
         if tags is not None and not isinstance(tags, dict):
             raise ProfilerUsageError(f"tags must be a dict, got {type(tags).__name__}")
         self.model = model
@@ -166,6 +166,7 @@ class Profiler:
             self._capture_step = -1
         self._manual_steps = False
         self._optimizers: dict[int, dict[str, Any]] = {}
+        self._optimizer_depth = 0
         self._handles: list[Any] = []
         self._step_range_open = False
         self._dist = distributed_info()
@@ -182,18 +183,22 @@ class Profiler:
 
     def _make_clock(self, device: str) -> Clock:
         choice = self.clock_choice
+        if isinstance(choice, Clock):  # an injected clock (deterministic tests)
+            return choice
         if choice == "cuda" or (choice == "auto" and device == "cuda"):
             if not torch.cuda.is_available():
                 raise ProfilerUsageError("clock='cuda' needs CUDA, which is not available")
             return CudaEventClock()
         return HostClock()
 
-    def _begin_step(self, origin: Any) -> None:
+    def _begin_step(self, origin: Any, root_call: tuple[Any, Any] | None = None) -> None:
         idx = self._timer.step_index
         if idx == self._capture_step:
             names = {info.name.split(".")[0] for info in self._table.infos if info.name}
             self._capture = GraphCapture(self._table, names)
             self._capture.start()
+            if root_call is not None:
+                self._capture.enter_root_call(*root_call)
         self._ranges.push(self._ranges.attributes(f"step {idx}", PHASE_COLORS["step"], payload=idx))
         self._step_range_open = True
         self._timer.begin_step(origin)
@@ -204,7 +209,7 @@ class Profiler:
             self._ranges.pop()
             self._step_range_open = False
 
-    def _end_step(self, t_end: Any) -> None:
+    def _end_step(self, t_end: Any, root_call: tuple[Any, Any] | None = None) -> None:
         timer = self._timer
         idx = timer.step_index
         self._close_step_ranges()
@@ -218,22 +223,27 @@ class Profiler:
             self._finished = True
             self._stop("complete")
             return
-        self._begin_step(self._clock.now())
+        self._begin_step(self._clock.now(), root_call)
 
-    def _before_root_forward(self) -> None:
+    def _before_root_forward(self, args: Any, kwargs: Any) -> None:
         # Steps delimited by the optimizer: a forward pass after an optimizer step starts a new step.
         if not self._manual_steps and self._timer.optimizer_steps > 0:
-            self._end_step(self._clock.now())
+            self._end_step(self._clock.now(), (args, kwargs))
 
     def _optimizer_pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         key = id(optimizer)
         if key not in self._optimizers:
             self._optimizers[key] = _describe_optimizer(optimizer)
-        self._timer.mark("optimizer")
+        # A subclass whose step() calls super().step() fires the hooks twice, nested.
+        self._optimizer_depth += 1
+        if self._optimizer_depth == 1:
+            self._timer.mark("optimizer")
 
     def _optimizer_post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._timer.optimizer_steps += 1
-        self._timer.mark("other")
+        self._optimizer_depth = max(self._optimizer_depth - 1, 0)
+        if self._optimizer_depth == 0:
+            self._timer.optimizer_steps += 1
+            self._timer.mark("other")
 
     def _stop(self, status: str) -> None:
         """Remove every hook and mode, close open ranges, save the run. Idempotent."""
@@ -364,11 +374,12 @@ def _describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
 
 
 def _write_tensorboard(run: Run) -> None:
+    from ..report.tensorboard import write_tensorboard
+
     try:
-        from ..report.tensorboard import write_tensorboard
-    except ImportError:  # TensorBoard not installed: the run itself is complete
-        return
-    write_tensorboard(run)
+        write_tensorboard(run)
+    except ImportError as exc:  # tensorboard missing: the run itself is saved and complete
+        warnings.warn(f"topoprof: TensorBoard summaries not written ({exc})", stacklevel=3)
 
 
 def profile(
@@ -380,7 +391,7 @@ def profile(
     mode: str = "layers",
     tags: dict[str, Any] | None = None,
     capture_graph: bool = True,
-    clock: str = "auto",
+    clock: str | Clock = "auto",
     tensorboard: bool = True,
 ) -> Profiler:
     """Profile the training steps of ``model`` and save the run in ``run_dir``.
@@ -405,7 +416,8 @@ def profile(
         mode: ``"layers"``: hooks, NVTX ranges and host/CUDA-event timers.
         tags: user facts stored with the run (batch size, precision...) for comparisons.
         capture_graph: capture the layer graph and FLOPs (one untimed step).
-        clock: ``"auto"`` (CUDA events for a CUDA model, else host), ``"host"`` or ``"cuda"``.
+        clock: ``"auto"`` (CUDA events for a CUDA model, else host), ``"host"``, ``"cuda"``, or
+            a :class:`topoprof.capture.clock.Clock` instance (deterministic tests).
         tensorboard: also write TensorBoard summaries into ``run_dir``.
 
     Returns:

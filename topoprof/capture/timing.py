@@ -89,9 +89,9 @@ class StepTimer:
         self.stack: list[int] = []
         self.marks: list[tuple[Any, str]] = []
         self._reset(clock.now())
-        #: Called (with no argument) from the root's forward pre-hook before it records the
-        #: call; the session ends a step there when steps are delimited by the optimizer.
-        self.before_root_forward: Callable[[], None] | None = None
+        #: Called with the root call's ``(args, kwargs)`` from the root's forward pre-hook before
+        #: it records the call; the session ends a step there when the optimizer delimits steps.
+        self.before_root_forward: Callable[[Any, Any], None] | None = None
 
     # ----------------------------------------------------------------- step state
     def _reset(self, origin: Any) -> None:
@@ -141,7 +141,9 @@ class StepTimer:
         for i, module in enumerate(self.table.modules):
             pre = self._make_pre_hook(i, i == root_index)
             post = self._make_post_hook(i)
-            self._handles.append(module.register_forward_pre_hook(pre))
+            # The root's pre-hook gets kwargs: a step boundary found there hands the call's
+            # inputs to the graph capture.
+            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=i == root_index))
             self._handles.append(module.register_forward_hook(post, always_call=True))
 
     def remove(self) -> None:
@@ -162,13 +164,13 @@ class StepTimer:
         attrs = self._fwd_attrs[midx]
         timer = self
 
-        def pre_hook(module: Any, args: Any) -> None:
+        def pre_hook(module: Any, args: Any, kwargs: Any = None) -> None:
             if timer.in_backward:  # recomputation (activation checkpointing) inside backward
                 stack.append(-1)
                 return
             if is_root and not stack:
                 if timer.before_root_forward is not None:
-                    timer.before_root_forward()
+                    timer.before_root_forward(args, kwargs)
                     if not timer._handles:  # the session stopped profiling at that boundary
                         return
                 timer.forward_passes += 1
