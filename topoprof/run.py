@@ -104,6 +104,10 @@ class ModuleRecord:
         flops_fwd / flops_bwd: FLOP of one forward pass of the model spent in this module
             (including children) and of the matching backward, from ``FlopCounterMode``.
         act_bytes: bytes of the tensors the module outputs in one forward pass.
+        ops: torch functions called by this module's own forward code (not its children's),
+            by name, in one forward pass (``{"linear": 1}``, ``{"add": 1, "relu": 1}``).
+        in_memory_format: memory format of the first 4-D tensor input (``"channels_last"``,
+            ``"contiguous"`` or ``"strided"``), ``None`` without a 4-D input.
         calls_per_step: forward calls of this module in each profiled step.
         fwd_us / bwd_us / self_fwd_us / self_bwd_us: per-step sums over the module's calls.
     """
@@ -120,6 +124,8 @@ class ModuleRecord:
     flops_fwd: int = 0
     flops_bwd: int = 0
     act_bytes: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+    in_memory_format: str | None = None
     calls_per_step: list[int] = field(default_factory=list)
     fwd_us: list[float] = field(default_factory=list)
     bwd_us: list[float] = field(default_factory=list)
@@ -148,7 +154,20 @@ class EdgeRecord:
 
 @dataclass
 class RankData:
-    """Everything one process (rank) measured: steps, modules and the layer edges."""
+    """Everything one process (rank) measured: steps, modules and the layer edges.
+
+    Attributes beyond the records:
+        optimizers: one dict per optimizer seen (``kind``, ``params``, ``param_tensors``,
+            ``fused``, ``foreach``, ``lr``).
+        host_syncs: device-to-host synchronisations seen in the graph-capture step, one dict
+            per (op, where): ``op`` (``item``, ``tolist``, ``cpu``, ``__bool__``...), ``where``
+            (the innermost module, or ``"<outside model>"``), ``count`` per step.
+        settings: backend flags in force (``cudnn_benchmark``, ``cudnn_enabled``,
+            ``matmul_allow_tf32``, ``cudnn_allow_tf32``, ``float32_matmul_precision``,
+            ``deterministic``) and ``autocast`` (``{"enabled": bool, "dtype": str | None}``
+            at the model's forward in the capture step).
+        graph_step: index of the step that captured the graph (``None`` if none did).
+    """
 
     rank: int = 0
     local_rank: int = 0
@@ -159,6 +178,8 @@ class RankData:
     modules: list[ModuleRecord] = field(default_factory=list)
     edges: list[EdgeRecord] = field(default_factory=list)
     optimizers: list[dict[str, Any]] = field(default_factory=list)
+    host_syncs: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
     graph_step: int | None = None
     input_node: str = "input"
     output_node: str = "output"
@@ -318,6 +339,8 @@ def build_graph(data: RankData) -> nx.DiGraph:
             "flops_fwd": m.flops_fwd,
             "flops_bwd": m.flops_bwd,
             "act_bytes": m.act_bytes,
+            "ops": m.ops,
+            "in_memory_format": m.in_memory_format,
         }
         for key in ("fwd_us", "bwd_us", "self_fwd_us", "self_bwd_us"):
             values = getattr(m, key)

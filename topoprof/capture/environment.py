@@ -12,7 +12,7 @@ import torch
 
 from .._version import __version__
 
-__all__ = ["versions", "device_info", "distributed_info"]
+__all__ = ["versions", "device_info", "distributed_info", "backend_settings"]
 
 
 def versions() -> dict[str, str | None]:
@@ -79,4 +79,16 @@ def distributed_info() -> dict[str, Any]:
         "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
         "host": socket.gethostname(),
         "command": list(sys.argv),
+    }
+
+
+def backend_settings() -> dict[str, Any]:
+    """Backend flags that decide kernel choice and precision (read by the analysis rules)."""
+    return {
+        "cudnn_enabled": bool(torch.backends.cudnn.enabled),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
     }

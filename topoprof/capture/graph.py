@@ -34,6 +34,21 @@ __all__ = ["GraphCapture", "CapturedGraph", "CapturedEdge"]
 #: Functional ops remembered on an edge's ``via`` list (the first ones seen).
 MAX_VIA_OPS = 8
 
+#: Torch functions that make the host wait for the device (a device-to-host copy or a
+#: data-dependent Python value). ``to``/``cpu`` count only when they move a CUDA tensor to the CPU.
+SYNC_OPS = frozenset({"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero", "_local_scalar_dense"})
+DEVICE_TO_HOST_OPS = frozenset({"cpu", "to"})
+OUTSIDE_MODEL = "<outside model>"
+
+#: Tensor queries that launch no kernel (and that topoprof's own hooks make): not counted as
+#: ops. Provenance still flows through them (``x.T`` is a ``__get__`` that returns a tensor).
+METADATA_OPS = frozenset({
+    "__get__", "__set__", "dim", "ndimension", "element_size", "numel", "nelement", "size",
+    "stride", "storage_offset", "is_contiguous", "is_floating_point", "is_complex", "data_ptr",
+    "register_hook", "get_device", "type", "__len__", "__repr__", "__format__", "__hash__",
+    "requires_grad_", "retain_grad", "untyped_storage",
+})
+
 
 @dataclass
 class CapturedEdge:
@@ -56,6 +71,10 @@ class CapturedGraph:
     flops_fwd: dict[int, int] = field(default_factory=dict)
     flops_bwd: dict[int, int] = field(default_factory=dict)
     edges: dict[tuple[str, str], CapturedEdge] = field(default_factory=dict)
+    ops: dict[int, dict[str, int]] = field(default_factory=dict)
+    in_memory_format: dict[int, str] = field(default_factory=dict)
+    host_syncs: dict[tuple[str, str], int] = field(default_factory=dict)
+    autocast: dict[str, Any] = field(default_factory=dict)
     input_node: str = "input"
     output_node: str = "output"
 
@@ -76,8 +95,13 @@ class _Provenance(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         cap = self.capture
+        op = _op_name(func)
+        if op in SYNC_OPS or (op in DEVICE_TO_HOST_OPS and _moves_to_host(args, out)):
+            cap.count_sync(op)
         if cap.depth == 0:  # outside the model's forward (loss, optimizer, data)
             return out
+        if op not in METADATA_OPS:
+            cap.count_op(op)
         operands = [src for t in iter_tensors((args, kwargs), 3) if (src := cap.producers(t))]
         if not operands:
             return out
@@ -93,7 +117,6 @@ class _Provenance(TorchFunctionMode):
                 name = max(src, key=lambda p: src[p][0])
                 if name not in merged:
                     merged[name] = src[name]
-        op = _op_name(func)
         result = {}
         for p, (order, via) in merged.items():
             if (not via or via[-1] != op) and len(via) < MAX_VIA_OPS:
@@ -102,6 +125,34 @@ class _Provenance(TorchFunctionMode):
         for t in iter_tensors(out, 2):
             cap.set_producers(t, result)
         return out
+
+
+def _moves_to_host(args: Any, out: Any) -> bool:
+    src = args[0] if args else None
+    return (
+        isinstance(src, torch.Tensor)
+        and src.device.type != "cpu"
+        and isinstance(out, torch.Tensor)
+        and out.device.type == "cpu"
+    )
+
+
+def _memory_format(t: torch.Tensor) -> str:
+    if t.is_contiguous():
+        return "contiguous"
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return "channels_last"
+    return "strided"
+
+
+def _autocast_state(device_type: str) -> dict[str, Any]:
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type) if enabled else None
+    except TypeError:  # torch < 2.4: no device_type argument
+        enabled = torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+        dtype = (torch.get_autocast_gpu_dtype() if device_type == "cuda" else torch.get_autocast_cpu_dtype()) if enabled else None
+    return {"enabled": bool(enabled), "dtype": dtype_name(dtype) if dtype is not None else None}
 
 
 class GraphCapture:
@@ -125,6 +176,7 @@ class GraphCapture:
         self._bwd_counts: dict[str, dict[Any, int]] | None = None
         self._root_calls = 0
         self._stopped = False
+        self._call_stack: list[int] = []
 
     # ------------------------------------------------------------- provenance
     def producers(self, t: torch.Tensor) -> dict[str, tuple[int, list[str]]] | None:
@@ -132,6 +184,17 @@ class GraphCapture:
         if entry is None or entry[0]() is not t:
             return None
         return entry[1]
+
+    def count_op(self, op: str) -> None:
+        """A torch function ran in the innermost module call's own code."""
+        if self._call_stack:
+            counts = self.result.ops.setdefault(self._call_stack[-1], {})
+            counts[op] = counts.get(op, 0) + 1
+
+    def count_sync(self, op: str) -> None:
+        where = self.table.infos[self._call_stack[-1]].name if self._call_stack else OUTSIDE_MODEL
+        key = (op, where)
+        self.result.host_syncs[key] = self.result.host_syncs.get(key, 0) + 1
 
     def set_producers(self, t: torch.Tensor, producers: dict[str, tuple[int, list[str]]]) -> None:
         try:
@@ -178,6 +241,7 @@ class GraphCapture:
             if self._stopped or torch._C._current_graph_task_id() != -1:  # or recomputation in backward
                 return
             self.depth += 1
+            self._call_stack.append(i)
             tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
             if is_root and self.depth == 1:
                 self._enter_root(tensors)
@@ -185,6 +249,9 @@ class GraphCapture:
             if i not in res.called:
                 res.called.add(i)
                 res.in_shapes[i] = [list(t.shape) for t in tensors]
+                four_d = [t for t in tensors if t.dim() == 4]
+                if four_d:
+                    res.in_memory_format[i] = _memory_format(four_d[0])
             if info.leaf:
                 for t in tensors:
                     self._add_edges(t, name)
@@ -200,6 +267,8 @@ class GraphCapture:
             if self._stopped or torch._C._current_graph_task_id() != -1:
                 return
             self.depth = max(self.depth - 1, 0)
+            if self._call_stack:
+                self._call_stack.pop()
             if output is None:
                 return
             res = self.result
@@ -227,6 +296,9 @@ class GraphCapture:
 
     def _enter_root(self, tensors: list[torch.Tensor]) -> None:
         self._root_calls += 1
+        if self._root_calls == 1:
+            device = tensors[0].device.type if tensors else "cpu"
+            self.result.autocast = _autocast_state(device)
         for t in tensors:
             self.set_producers(t, {self.result.input_node: (0, [])})
 
@@ -234,6 +306,7 @@ class GraphCapture:
         """Capture started inside the root's forward pre-hook (a step boundary found there):
         do what the root's own capture pre-hook would have done for this call."""
         self.depth = 1
+        self._call_stack = [0]
         tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
         self._enter_root(tensors)
         res = self.result

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ProfilerUsageError
 from ..run import EdgeRecord, Manifest, ModuleRecord, RankData, Run, StepRecord
 from .clock import Clock, CudaEventClock, HostClock
-from .environment import device_info, distributed_info, versions
+from .environment import backend_settings, device_info, distributed_info, versions
 from .graph import CapturedGraph, GraphCapture
 from .modules import ModuleTable
 from .nvtx_ranges import PHASE_COLORS, NvtxRanges
@@ -170,6 +170,7 @@ class Profiler:
         self._handles: list[Any] = []
         self._step_range_open = False
         self._dist = distributed_info()
+        self._settings = backend_settings()
         self._device = device
         self._started_at = _dt.datetime.now(_dt.timezone.utc)
         self._finished = False
@@ -294,6 +295,8 @@ class Profiler:
                     flops_fwd=graph.flops_fwd.get(m, 0),
                     flops_bwd=graph.flops_bwd.get(m, 0),
                     act_bytes=graph.act_bytes.get(m, 0),
+                    ops=dict(sorted(graph.ops.get(m, {}).items())),
+                    in_memory_format=graph.in_memory_format.get(m),
                     calls_per_step=[t.calls[m] for _, t in records],
                     fwd_us=[t.fwd_us[m] for _, t in records],
                     bwd_us=[t.bwd_us[m] for _, t in records],
@@ -327,6 +330,10 @@ class Profiler:
             modules=modules,
             edges=edges,
             optimizers=list(self._optimizers.values()),
+            host_syncs=[
+                {"op": op, "where": where, "count": n} for (op, where), n in sorted(graph.host_syncs.items())
+            ],
+            settings={**self._settings, "autocast": graph.autocast},
             graph_step=self._capture_step if self._graph is not None else None,
             input_node=graph.input_node,
             output_node=graph.output_node,
