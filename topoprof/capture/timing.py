@@ -22,6 +22,7 @@ them into per-module microseconds once per step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -206,17 +207,23 @@ class StepTimer:
     # ----------------------------------------------------------------- backward hooks
     def _register_backward(self, i: int, call: list[Any], output: Any) -> None:
         seq0 = call[_SEQ]
+        if _get_sequence_nr() == seq0:  # the call created no autograd node (no_grad, identity)
+            return
         starts = self._starts
         owner = self._owner
-        roots = []
-        for t in iter_tensors(output):
-            node = t.grad_fn
-            if node is not None:
-                s = node._sequence_nr()
-                if seq0 <= s < _NO_SEQUENCE:
+        if isinstance(output, _Tensor):  # the common case, without the generator
+            node = output.grad_fn
+            if node is None or not (seq0 <= node._sequence_nr() < _NO_SEQUENCE):
+                return
+            roots = [node]
+        else:
+            roots = []
+            for t in iter_tensors(output):
+                node = t.grad_fn
+                if node is not None and seq0 <= node._sequence_nr() < _NO_SEQUENCE:
                     roots.append(node)
-        if not roots:
-            return
+            if not roots:
+                return
         # Walk this call's own nodes; jump over child calls (units) through their exits.
         frontier: list[Any] = []
         child_units: list[int] = []
@@ -271,32 +278,23 @@ class StepTimer:
         for node in frontier:
             lst = ends.get(node)
             if lst is None:
-                ends[node] = [i]
-                node.register_hook(self._make_end_hook(ends[node]))
+                lst = ends[node] = [i]
+                node.register_hook(partial(self._on_node_done_hook, lst))
             else:
                 lst.append(i)
         for node in roots:
             lst = starts.get(node)
             if lst is None:
-                starts[node] = [i]
-                node.register_prehook(self._make_start_hook(starts[node]))
+                lst = starts[node] = [i]
+                node.register_prehook(partial(self._on_backward_start, lst))
             else:
                 lst.append(i)
             owner[node] = i
 
-    def _make_start_hook(self, waiting: list[int]) -> Callable[..., None]:
-        def start_hook(grad_outputs: Any) -> None:
-            self._on_backward_start(waiting)
+    def _on_node_done_hook(self, waiting: list[int], grad_inputs: Any, grad_outputs: Any) -> None:
+        self._on_node_done(waiting)
 
-        return start_hook
-
-    def _make_end_hook(self, waiting: list[int]) -> Callable[..., None]:
-        def end_hook(grad_inputs: Any, grad_outputs: Any) -> None:
-            self._on_node_done(waiting)
-
-        return end_hook
-
-    def _on_backward_start(self, waiting: list[int]) -> None:
+    def _on_backward_start(self, waiting: list[int], grad_outputs: Any = None) -> None:
         t = self.clock.now()
         if not self.in_backward:
             self.in_backward = True
