@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -33,11 +35,13 @@ from .environment import backend_settings, device_info, distributed_info, versio
 from .graph import CapturedGraph, GraphCapture
 from .modules import ModuleTable
 from .nvtx_ranges import PHASE_COLORS, NvtxRanges
-from .timing import StepTimer, StepTiming
+from .timing import StepTimer, StepTiming, record_function_enter, rf_exit
 
 __all__ = ["Profiler", "profile"]
 
-MODES = ("layers",)
+#: ``layers``: hooks, NVTX ranges and timers (lowest overhead). ``trace``: adds torch.profiler
+#: (Kineto) over the profiled steps, with topoprof's ranges as ``record_function`` ranges.
+MODES = ("layers", "trace")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -174,7 +178,10 @@ class Profiler:
         self._device = device
         self._started_at = _dt.datetime.now(_dt.timezone.utc)
         self._finished = False
-        self._timer.install()
+        self._timer.install(record_functions=self.mode == "trace")
+        self._torch_profiler: Any = None
+        self._trace_files: list[Path] = []
+        self._rf_step: Any = None
         from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
         self._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre_hook))
@@ -200,15 +207,64 @@ class Profiler:
             self._capture.start()
             if root_call is not None:
                 self._capture.enter_root_call(*root_call)
+        if self.mode == "trace" and idx == self._first_timed and self._torch_profiler is None:
+            self._start_torch_profiler()
         self._ranges.push(self._ranges.attributes(f"step {idx}", PHASE_COLORS["step"], payload=idx))
         self._step_range_open = True
+        if self._timer.rf_active:
+            # ``ProfilerStep#N`` is how the TensorBoard plugin and HTA find steps in a trace.
+            self._rf_step = (record_function_enter(f"ProfilerStep#{idx}"), record_function_enter(f"step {idx}"))
         self._timer.begin_step(origin)
 
     def _close_step_ranges(self) -> None:
         self._timer.end_phase_range()
+        if self._rf_step is not None:
+            for rf in reversed(self._rf_step):
+                rf_exit(rf)
+            self._rf_step = None
         if self._step_range_open:
             self._ranges.pop()
             self._step_range_open = False
+
+    # ------------------------------------------------------------------ trace mode
+    def _worker_name(self) -> str:
+        """Kineto worker name: one trace file per rank, as the TensorBoard plugin expects."""
+        return f"{self._dist['host']}_rank{self._dist['rank']}"
+
+    def _start_torch_profiler(self) -> None:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        activities = [ProfilerActivity.CPU]
+        if self._device == "cuda" and torch.cuda.is_available():
+            activities.append(ProfilerActivity.CUDA)
+        self._torch_profiler = torch_profile(
+            activities=activities,
+            record_shapes=True,
+            profile_memory=True,
+            on_trace_ready=self._on_trace_ready,
+        )
+        self._torch_profiler.start()
+        self._timer.rf_active = True
+
+    def _stop_torch_profiler(self) -> None:
+        if self._torch_profiler is None:
+            return
+        self._timer.rf_active = False
+        profiler, self._torch_profiler = self._torch_profiler, None
+        profiler.stop()  # calls _on_trace_ready
+
+    def _on_trace_ready(self, profiler: Any) -> None:
+        """Write the Kineto trace atomically as ``<worker>.<ns>.pt.trace.json`` in the run."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        worker = self._worker_name()
+        for old in self.run_dir.glob(f"{worker}.*.pt.trace.json*"):
+            old.unlink()  # a rerun into the same directory replaces this worker's trace
+        path = self.run_dir / f"{worker}.{time.time_ns()}.pt.trace.json"
+        tmp = self.run_dir / f".{path.name}.tmp"
+        profiler.export_chrome_trace(str(tmp))
+        os.replace(tmp, path)
+        self._trace_files.append(path)
 
     def _end_step(self, t_end: Any, root_call: tuple[Any, Any] | None = None) -> None:
         timer = self._timer
@@ -254,6 +310,7 @@ class Profiler:
         try:
             self._timer.abandon_open_ranges()
             self._close_step_ranges()
+            self._stop_torch_profiler()
         finally:
             if self._capture is not None:
                 captured = self._capture.stop()
@@ -420,7 +477,9 @@ def profile(
         steps: number of steps to profile after the warm-up.
         skip_first: warm-up steps, timed but not kept; the last one captures the layer graph
             (with ``skip_first=0`` one extra first step does).
-        mode: ``"layers"``: hooks, NVTX ranges and host/CUDA-event timers.
+        mode: ``"layers"``: hooks, NVTX ranges and host/CUDA-event timers; ``"trace"`` also
+            runs torch.profiler over the profiled steps and writes its Kineto trace into
+            ``run_dir`` (one file per rank), with topoprof's step, phase and layer ranges in it.
         tags: user facts stored with the run (batch size, precision...) for comparisons.
         capture_graph: capture the layer graph and FLOPs (one untimed step).
         clock: ``"auto"`` (CUDA events for a CUDA model, else host), ``"host"``, ``"cuda"``, or

@@ -41,7 +41,23 @@ _get_sequence_nr: Callable[[], int] = torch._C._autograd._get_sequence_nr
 _Tensor = torch.Tensor
 
 # Indices into a call record (a plain list: cheaper than an object on the hot path).
-_MOD, _PARENT, _F0, _F1, _B0, _B1, _PENDING, _SEQ, _NOTIFY, _EXITS = range(10)
+_MOD, _PARENT, _F0, _F1, _B0, _B1, _PENDING, _SEQ, _NOTIFY, _EXITS, _RF = range(11)
+
+# ``torch.autograd.profiler.record_function``: its ranges are ``user_annotation`` events in the
+# Kineto trace, which the TensorBoard plugin, HTA and topoprof's trace reader treat as the
+# user's structure (the cheaper ``_RecordFunctionFast`` lands among the ``cpu_op`` events).
+from torch.autograd.profiler import record_function as _RecordFunction  # noqa: E402
+
+
+def record_function_enter(name: str) -> Any:
+    """Open a ``record_function`` range (seen by torch.profiler); close it with ``rf_exit``."""
+    rf = _RecordFunction(name)
+    rf.__enter__()
+    return rf
+
+
+def rf_exit(rf: Any) -> None:
+    rf.__exit__(None, None, None)
 
 
 def iter_tensors(obj: Any, depth: int = 3):
@@ -80,6 +96,14 @@ class StepTimer:
         self.table = table
         self.clock = clock
         self.ranges = ranges
+        #: Trace mode: while True, every NVTX range also opens a ``record_function`` range of
+        #: the same name, so torch.profiler traces show the step, phases and layers. Only set
+        #: while the profiler records (a range costs about 6 us otherwise).
+        self.rf_active = False
+        self._rf_names_fwd = [f"fwd {i.label}" for i in table.infos]
+        self._rf_names_bwd = [f"bwd {i.label}" for i in table.infos]
+        self._rf_stack: list[Any] = []
+        self._rf_phase: Any = None
         self._handles: list[RemovableHandle] = []
         self._fwd_attrs = [ranges.attributes(f"fwd {i.label}", PHASE_COLORS["forward"]) for i in table.infos]
         self._bwd_attrs = [ranges.attributes(f"bwd {i.label}", PHASE_COLORS["backward"]) for i in table.infos]
@@ -125,27 +149,57 @@ class StepTimer:
         if self._phase_range is not None:
             self.ranges.end(self._phase_range)
             self._phase_range = None
+        if self._rf_phase is not None:
+            rf_exit(self._rf_phase)
+            self._rf_phase = None
         if phase != "other":
             attrs = self.ranges.attributes(phase, PHASE_COLORS[phase], payload=self.step_index)
             self._phase_range = self.ranges.start(attrs)
+            if self.rf_active:
+                self._rf_phase = record_function_enter(phase)
 
     def end_phase_range(self) -> None:
         """Close the open phase range (at the end of a step or of the profile)."""
         if self._phase_range is not None:
             self.ranges.end(self._phase_range)
             self._phase_range = None
+        if self._rf_phase is not None:
+            rf_exit(self._rf_phase)
+            self._rf_phase = None
         self.phase = "other"
 
     # ----------------------------------------------------------------- install/remove
-    def install(self) -> None:
+    def install(self, record_functions: bool = False) -> None:
+        """Register the hooks; ``record_functions`` (trace mode) adds the record_function
+        ranges, which the hooks open only while :attr:`rf_active` is set."""
         root_index = 0
         for i, module in enumerate(self.table.modules):
             pre = self._make_pre_hook(i, i == root_index)
             post = self._make_post_hook(i)
+            if record_functions:
+                pre, post = self._with_record_functions(i, pre, post)
             # The root's pre-hook gets kwargs: a step boundary found there hands the call's
             # inputs to the graph capture.
             self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=i == root_index))
             self._handles.append(module.register_forward_hook(post, always_call=True))
+
+    def _with_record_functions(self, midx: int, pre: Callable[..., None], post: Callable[..., None]):
+        name = self._rf_names_fwd[midx]
+        rf_stack = self._rf_stack
+        timer = self
+
+        def pre_rf(module: Any, args: Any, kwargs: Any = None) -> None:
+            pre(module, args, kwargs)
+            rf_stack.append(record_function_enter(name) if timer.rf_active and not timer.in_backward else None)
+
+        def post_rf(module: Any, args: Any, output: Any) -> None:
+            if rf_stack:
+                rf = rf_stack.pop()
+                if rf is not None:
+                    rf_exit(rf)
+            post(module, args, output)
+
+        return pre_rf, post_rf
 
     def remove(self) -> None:
         for h in self._handles:
@@ -176,7 +230,7 @@ class StepTimer:
                         return
                 timer.forward_passes += 1
                 timer.mark("forward")
-            calls.append([midx, stack[-1] if stack else -1, now(), None, None, None, 0, _get_sequence_nr(), None, None])
+            calls.append([midx, stack[-1] if stack else -1, now(), None, None, None, 0, _get_sequence_nr(), None, None, None])
             stack.append(len(calls) - 1)
             push(attrs)
 
@@ -308,6 +362,8 @@ class StepTimer:
                 call[_B0] = t
                 push(self._bwd_attrs[call[_MOD]])
                 self._bwd_open += 1
+                if self.rf_active:
+                    call[_RF] = record_function_enter(self._rf_names_bwd[call[_MOD]])
 
     def _on_node_done(self, waiting: list[int]) -> None:
         t = self.clock.now()
@@ -322,6 +378,9 @@ class StepTimer:
             call[_B1] = t
             self.ranges.pop()
             self._bwd_open -= 1
+            if call[_RF] is not None:
+                rf_exit(call[_RF])
+                call[_RF] = None
             notify = call[_NOTIFY]
             if notify:
                 for p in notify:
@@ -339,6 +398,9 @@ class StepTimer:
                 if self._bwd_open:
                     self.ranges.pop()
                     self._bwd_open -= 1
+                if call[_RF] is not None:
+                    rf_exit(call[_RF])
+                    call[_RF] = None
         self.in_backward = False
         self.backward_passes += 1
         self.mark("other", t)
@@ -354,6 +416,14 @@ class StepTimer:
         self.ranges.pop_n(n)
         self.stack.clear()
         self._bwd_open = 0
+        while self._rf_stack:
+            rf = self._rf_stack.pop()
+            if rf is not None:
+                rf_exit(rf)
+        for call in self.calls:
+            if call[_RF] is not None:
+                rf_exit(call[_RF])
+                call[_RF] = None
         return n
 
     def begin_step(self, origin: Any) -> None:
