@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -75,6 +76,10 @@ class StepRecord:
             accumulation or several micro-batches).
         backward_passes: backward passes through the model in the step.
         optimizer_steps: ``optimizer.step()`` calls in the step (0 while accumulating).
+        comm_us: under DDP, the time gradient all-reduces were in flight (union of the
+            buckets' intervals); ``None`` when not measured.
+        comm_exposed_us: the part of ``comm_us`` not overlapped by the model's backward.
+        comm_buckets / comm_bytes: all-reduced buckets and their bytes in the step.
     """
 
     index: int
@@ -83,6 +88,10 @@ class StepRecord:
     forward_passes: int = 0
     backward_passes: int = 0
     optimizer_steps: int = 0
+    comm_us: float | None = None
+    comm_exposed_us: float | None = None
+    comm_buckets: int = 0
+    comm_bytes: int = 0
 
 
 @dataclass
@@ -167,9 +176,17 @@ class RankData:
             ``deterministic``) and ``autocast`` (``{"enabled": bool, "dtype": str | None}``
             at the model's forward in the capture step).
         graph_step: index of the step that captured the graph (``None`` if none did).
+        ddp: facts about the DistributedDataParallel wrapper (``backend``,
+            ``bucket_cap_bytes``, ``comm_hook`` status...), empty without DDP.
+        run_id: the job's id; rank files of another job in the same directory are ignored.
+        world_size: processes in the job.
+        status: how this rank's profile ended (``complete``, ``failed: ...``).
     """
 
     rank: int = 0
+    world_size: int = 1
+    run_id: str = ""
+    status: str = "complete"
     local_rank: int = 0
     host: str = ""
     device: str = "cpu"
@@ -181,6 +198,7 @@ class RankData:
     host_syncs: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     graph_step: int | None = None
+    ddp: dict[str, Any] = field(default_factory=dict)
     input_node: str = "input"
     output_node: str = "output"
 
@@ -219,11 +237,13 @@ class Manifest:
     """The run's ``run.json``: what was run, where, with which versions and settings."""
 
     name: str = ""
+    run_id: str = ""
     created: str = ""
     mode: str = "layers"
     versions: dict[str, str | None] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
     host: str = ""
+    hosts: list[str] = field(default_factory=list)
     world_size: int = 1
     ranks: list[int] = field(default_factory=list)
     steps_requested: int = 0
@@ -284,6 +304,11 @@ class Run:
             f"<topoprof.Run {str(self.path)!r} mode={self.manifest.mode} "
             f"ranks={list(self.ranks)} steps={steps}>"
         )
+
+    @property
+    def missing_ranks(self) -> list[int]:
+        """Ranks of the job (``0 .. world_size-1``) that wrote no data (died or never finished)."""
+        return sorted(set(range(self.manifest.world_size)) - set(self.ranks))
 
     def rank(self, rank: int = 0) -> RankData:
         """The data of ``rank``; a missing rank raises ``KeyError`` naming the ones present."""
@@ -380,6 +405,9 @@ def load(path: str | Path) -> Run:
             data = RankData.from_dict(read_json(f), source=str(f))
             if data.rank != int(match.group(1)):
                 raise RunFormatError(f"{f}: holds rank {data.rank}, file name says {match.group(1)}")
+            if manifest.run_id and data.run_id and data.run_id != manifest.run_id:
+                warnings.warn(f"{f}: left over from another job (run_id {data.run_id}); ignored", stacklevel=2)
+                continue
             ranks[data.rank] = data
     if not ranks:
         raise EmptyRunError(f"{path}: run has no rank<N>.json file (the profiled process wrote nothing)")

@@ -20,6 +20,8 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +32,9 @@ from torch import nn
 
 from ..errors import ProfilerUsageError
 from ..run import EdgeRecord, Manifest, ModuleRecord, RankData, Run, StepRecord
+from .._jsonio import write_json_atomic
 from .clock import Clock, CudaEventClock, HostClock
+from .distributed import DDPCommTimer, ddp_facts, merge_manifest, run_id, unwrap_ddp
 from .environment import backend_settings, device_info, distributed_info, versions
 from .graph import CapturedGraph, GraphCapture
 from .modules import ModuleTable
@@ -119,6 +123,31 @@ class Profiler:
 
         return wrapper  # type: ignore[return-value]
 
+    def start_in_root_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> "Profiler":
+        """Start the profile from inside a forward pre-hook of ``model``, for the call in progress.
+
+        For tools that find the model while it runs (``topoprof run``). Torch takes the list of
+        forward pre-hooks when a call begins, so the hooks the profile installs during that call
+        would miss it; this enters the profile and then calls the forward pre-hooks that
+        entering added (global ones, then the model's), with the call's ``args``/``kwargs``, so
+        that step 0 begins at this forward pass exactly like any later step (timed root call,
+        forward phase, graph and FLOP capture). The forward hooks run as usual when the call
+        returns. topoprof's pre-hooks never change the inputs; their return values are not
+        used. End the profile with ``__exit__`` as usual.
+
+        Args:
+            args: the positional arguments of the model call in progress.
+            kwargs: its keyword arguments (``None`` when the caller's hook does not see them).
+
+        Returns:
+            The profiler, now active.
+        """
+        global_before = set(_global_forward_pre_hooks())
+        local_before = set(self.model._forward_pre_hooks)
+        self.__enter__()
+        _call_new_pre_hooks(self.model, args, {} if kwargs is None else kwargs, global_before, local_before)
+        return self
+
     def step(self) -> None:
         """One training step ends here (call it once per iteration, after ``optimizer.step()``)."""
         if not self._active:
@@ -155,9 +184,17 @@ class Profiler:
 
     # ------------------------------------------------------------------ internals
     def _start(self) -> None:
-        self._table = ModuleTable(self.model)
+        inner, ddp = unwrap_ddp(self.model)  # layers are named as in the user's own module
+        self._table = ModuleTable(inner)
         device = self._table.device_type()
         self._clock = self._make_clock(device)
+        self._ddp_facts: dict[str, Any] = {}
+        self._comm: DDPCommTimer | None = None
+        if ddp is not None:
+            self._ddp_facts = ddp_facts(ddp)
+            self._comm = DDPCommTimer(ddp, self._clock)
+            self._comm.install()
+            self._ddp_facts["comm_hook"] = self._comm.status
         self._ranges = NvtxRanges()
         self._timer = StepTimer(self._table, self._clock, self._ranges)
         self._timer.before_root_forward = self._before_root_forward
@@ -169,11 +206,13 @@ class Profiler:
         if not self.capture_graph:
             self._capture_step = -1
         self._manual_steps = False
+        self._comm_steps: dict[int, dict[str, Any]] = {}
         self._optimizers: dict[int, dict[str, Any]] = {}
         self._optimizer_depth = 0
         self._handles: list[Any] = []
         self._step_range_open = False
         self._dist = distributed_info()
+        self._run_id = run_id()
         self._settings = backend_settings()
         self._device = device
         self._started_at = _dt.datetime.now(_dt.timezone.utc)
@@ -186,6 +225,7 @@ class Profiler:
 
         self._handles.append(register_optimizer_step_pre_hook(self._optimizer_pre_hook))
         self._handles.append(register_optimizer_step_post_hook(self._optimizer_post_hook))
+        self._previous_sigterm = _install_sigterm_handler() if self._dist["world_size"] > 1 else None
         self._active = True
         self._begin_step(self._clock.now())
 
@@ -204,9 +244,14 @@ class Profiler:
         if idx == self._capture_step:
             names = {info.name.split(".")[0] for info in self._table.infos if info.name}
             self._capture = GraphCapture(self._table, names)
+            global_before = set(_global_forward_pre_hooks())
             self._capture.start()
             if root_call is not None:
                 self._capture.enter_root_call(*root_call)
+                # The root call is in progress: the global pre-hooks capture just added (the
+                # FLOP counter's module tracker) missed it; without it the tracker misnames
+                # every submodule and their FLOPs are lost.
+                _call_new_pre_hooks(self._table.model, root_call[0], root_call[1], global_before)
         if self.mode == "trace" and idx == self._first_timed and self._torch_profiler is None:
             self._start_torch_profiler()
         self._ranges.push(self._ranges.attributes(f"step {idx}", PHASE_COLORS["step"], payload=idx))
@@ -273,9 +318,13 @@ class Profiler:
         if self._capture is not None:
             self._graph = self._capture.stop()
             self._capture = None
-        timing = timer.finish_step(t_end)
+        comm = self._comm.drain() if self._comm is not None else []
+        extra = [t for r in comm for t in (r[0], r[1])]
+        timing = timer.finish_step(t_end, extra)
         if idx >= self._first_timed:
             self._records.append((idx, timing))
+            if self._comm is not None and self._comm.active:
+                self._comm_steps[idx] = _comm_summary(comm, timing)
         if len(self._records) >= self.steps:
             self._finished = True
             self._stop("complete")
@@ -318,11 +367,20 @@ class Profiler:
                 if self._graph is None and captured.called:
                     self._graph = captured
             self._timer.remove()
+            if self._comm is not None:
+                self._comm.stop()
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
             for h in self._handles:
                 h.remove()
             self._handles.clear()
-        self.run = self._build_run(status)
-        self.run.save(self.run_dir)
+        run = self._build_run(status)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for r, data in run.ranks.items():
+            write_json_atomic(self.run_dir / f"rank{r}.json", data.to_dict())
+        manifest = merge_manifest(self.run_dir, run.manifest)
+        self.run = Run(self.run_dir, manifest, run.ranks)
         if self.tensorboard:
             _write_tensorboard(self.run)
 
@@ -373,12 +431,17 @@ class Profiler:
                 forward_passes=t.forward_passes,
                 backward_passes=t.backward_passes,
                 optimizer_steps=t.optimizer_steps,
+                **self._comm_steps.get(idx, {}),
             )
             for idx, t in records
         ]
         dist = self._dist
         rank = RankData(
             rank=dist["rank"],
+            world_size=dist["world_size"],
+            run_id=self._run_id,
+            status=status,
+            ddp=self._ddp_facts,
             local_rank=dist["local_rank"],
             host=dist["host"],
             device=self._device,
@@ -402,6 +465,8 @@ class Profiler:
                 tags["batch_size"] = first[0]
         manifest = Manifest(
             name=self.run_dir.name,
+            run_id=self._run_id,
+            hosts=[dist["host"]],
             created=self._started_at.isoformat(timespec="seconds"),
             mode=self.mode,
             versions=versions(),
@@ -416,6 +481,89 @@ class Profiler:
             status=status,
         )
         return Run(self.run_dir, manifest, {rank.rank: rank})
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM during a distributed profile.
+
+    torchrun sends SIGTERM to the surviving ranks when one dies; turning it into an exception
+    lets the profile save the steps those ranks finished. The previous handler is restored
+    when the profile ends.
+    """
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated(128 + signum)
+
+
+def _install_sigterm_handler() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):  # the user handles SIGTERM: leave it alone
+        return None
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    return previous
+
+
+def _union_us(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def _comm_summary(records: list[list[Any]], timing: StepTiming) -> dict[str, Any]:
+    """All-reduce time of a step (union of bucket intervals) and the part not under backward."""
+    us = timing.extra_us
+    intervals = [(us[2 * k], us[2 * k + 1]) for k in range(len(records))]
+    comm = _union_us(intervals)
+    compute = _union_us(timing.root_backward_us)
+    total = sum(b - a for a, b in comm)
+    overlapped = 0.0
+    for a, b in comm:
+        for c, d in compute:
+            overlapped += max(0.0, min(b, d) - max(a, c))
+    return {
+        "comm_us": total,
+        "comm_exposed_us": max(total - overlapped, 0.0),
+        "comm_buckets": len(records),
+        "comm_bytes": int(sum(r[2] for r in records)),
+    }
+
+
+def _global_forward_pre_hooks() -> dict[int, Callable[..., Any]]:
+    """torch's global forward pre-hooks (``register_module_forward_pre_hook``), by handle id."""
+    from torch.nn.modules import module as module_mod
+
+    return module_mod._global_forward_pre_hooks
+
+
+def _call_new_pre_hooks(
+    model: nn.Module,
+    args: Any,
+    kwargs: Any,
+    global_before: set[int],
+    local_before: set[int] | None = None,
+) -> None:
+    """Call, for a call of ``model`` already in progress, the forward pre-hooks added since
+    ``global_before``/``local_before`` were taken, in torch's order (global, then the module's
+    own; the module's own only when ``local_before`` is given)."""
+    for hook_id, hook in list(_global_forward_pre_hooks().items()):
+        if hook_id not in global_before:
+            hook(model, args)
+    if local_before is None:
+        return
+    for hook_id, hook in list(model._forward_pre_hooks.items()):
+        if hook_id in local_before:
+            continue
+        if hook_id in model._forward_pre_hooks_with_kwargs:
+            hook(model, args, {} if kwargs is None else kwargs)
+        else:
+            hook(model, args)
 
 
 def _describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

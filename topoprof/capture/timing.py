@@ -87,6 +87,10 @@ class StepTiming:
     bwd_us: list[float] = field(default_factory=list)
     self_fwd_us: list[float] = field(default_factory=list)
     self_bwd_us: list[float] = field(default_factory=list)
+    #: The root module's backward intervals (us from the step's start), one per pass.
+    root_backward_us: list[tuple[float, float]] = field(default_factory=list)
+    #: ``extra`` timestamps handed to :meth:`StepTimer.finish_step`, resolved to us.
+    extra_us: list[float] = field(default_factory=list)
 
 
 class StepTimer:
@@ -430,11 +434,16 @@ class StepTimer:
         """Start the next step at timestamp ``origin``."""
         self._reset(origin)
 
-    def finish_step(self, end: Any) -> StepTiming:
-        """Resolve the step that ends at timestamp ``end``; call :meth:`begin_step` next."""
+    def finish_step(self, end: Any, extra: list[Any] = ()) -> StepTiming:  # type: ignore[assignment]
+        """Resolve the step that ends at timestamp ``end``; call :meth:`begin_step` next.
+
+        ``extra`` timestamps (e.g. DDP all-reduce starts and ends) are resolved on the same
+        clock and returned in :attr:`StepTiming.extra_us`.
+        """
         calls = self.calls
         n_mod = len(self.table)
         stamps: list[Any] = [end]
+        stamps.extend(extra)
         stamps.extend(t for t, _ in self.marks)
         for c in calls:
             stamps.append(c[_F0])
@@ -443,6 +452,9 @@ class StepTimer:
             stamps.append(c[_B1])
         us = self.clock.resolve(self.origin, stamps)
         duration = us[0]
+        n_extra = len(extra)
+        extra_us = us[1 : 1 + n_extra]
+        us = [us[0]] + us[1 + n_extra :]
         phases = {p: 0.0 for p in PHASE_COLORS if p != "step"}
         cur_phase, cur_t = "other", 0.0
         for k, (_, phase) in enumerate(self.marks):
@@ -456,9 +468,12 @@ class StepTimer:
         child_fwd = [0.0] * n_mod
         child_bwd = [0.0] * n_mod
         ncalls = [0] * n_mod
+        root_backward: list[tuple[float, float]] = []
         for k, c in enumerate(calls):
             f0, f1, b0, b1 = us[base + 4 * k : base + 4 * k + 4]
             m = c[_MOD]
+            if m == 0 and b0 is not None and b1 is not None:
+                root_backward.append((b0, b1))
             ncalls[m] += 1
             f = (f1 - f0) if f1 is not None else (duration - f0)
             b = (b1 - b0) if (b0 is not None and b1 is not None) else 0.0
@@ -482,6 +497,8 @@ class StepTimer:
             bwd_us=bwd,
             self_fwd_us=self_fwd,
             self_bwd_us=self_bwd,
+            root_backward_us=root_backward,
+            extra_us=extra_us,
         )
         self.clock.recycle()
         self.step_index += 1
