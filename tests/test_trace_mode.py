@@ -84,3 +84,24 @@ def test_exception_mid_trace_still_writes_the_trace(tmp_path):
             raise RuntimeError("stop")
     assert len(list((tmp_path / "r").glob("*.pt.trace.json"))) == 1
     assert torch.autograd.profiler._is_profiler_enabled is False
+
+
+def test_trace_attribution_is_stored_on_the_layers(trace_run):
+    rank = topoprof.load(trace_run.path).rank()
+    assert rank.trace_file and (trace_run.path / rank.trace_file).exists()
+    assert [s["step"] for s in rank.trace_steps] == [1, 2]
+    lin = rank.module("body.0")
+    # CPU run: the aten ops of the layer's own ranges (linear/addmm forward, mm/t backward)
+    assert lin.kernels >= 2 and lin.device_fwd_us > 0 and lin.device_bwd_us > 0
+    g = trace_run.graph()
+    assert g.nodes["body.0"]["kernels"] == lin.kernels
+    assert "device_fwd_us" in g.nodes["head"]
+
+
+def test_layers_mode_has_no_trace_attributes(tmp_path):
+    model = MLP()
+    with topoprof.profile(model, tmp_path / "r", steps=1, skip_first=1, tensorboard=False) as prof:
+        _train(model, prof, 2)
+    assert prof.run.rank().module("body.0").kernels is None
+    assert "kernels" not in prof.run.graph().nodes["body.0"]
+    assert not list((tmp_path / "r").glob("*.pt.trace.json"))

@@ -119,6 +119,12 @@ class ModuleRecord:
             ``"contiguous"`` or ``"strided"``), ``None`` without a 4-D input.
         calls_per_step: forward calls of this module in each profiled step.
         fwd_us / bwd_us / self_fwd_us / self_bwd_us: per-step sums over the module's calls.
+        device_fwd_us / device_bwd_us / kernels: trace mode only (``None`` otherwise): device
+            time of the kernels launched inside the module's own forward / backward ranges
+            (a child's kernels count for the child) and their count, medians over the traced
+            steps (topoprof.trace). On a CPU-only run
+            the CPU is the device: the self time of the aten ops in those ranges and their
+            count, averaged over the traced steps.
     """
 
     name: str
@@ -140,6 +146,9 @@ class ModuleRecord:
     bwd_us: list[float] = field(default_factory=list)
     self_fwd_us: list[float] = field(default_factory=list)
     self_bwd_us: list[float] = field(default_factory=list)
+    device_fwd_us: float | None = None
+    device_bwd_us: float | None = None
+    kernels: int | None = None
 
 
 @dataclass
@@ -181,6 +190,9 @@ class RankData:
         run_id: the job's id; rank files of another job in the same directory are ignored.
         world_size: processes in the job.
         status: how this rank's profile ended (``complete``, ``failed: ...``).
+        trace_file: the rank's Kineto trace (file name in the run directory), trace mode only.
+        trace_steps: per traced step (trace mode): ``step``, ``ops``, ``kernels``,
+            ``device_us``, ``device_busy_us``, ``device_idle_us`` (``None`` without a device).
     """
 
     rank: int = 0
@@ -199,6 +211,8 @@ class RankData:
     settings: dict[str, Any] = field(default_factory=dict)
     graph_step: int | None = None
     ddp: dict[str, Any] = field(default_factory=dict)
+    trace_file: str | None = None
+    trace_steps: list[dict[str, Any]] = field(default_factory=list)
     input_node: str = "input"
     output_node: str = "output"
 
@@ -367,6 +381,8 @@ def build_graph(data: RankData) -> nx.DiGraph:
             "ops": m.ops,
             "in_memory_format": m.in_memory_format,
         }
+        if m.device_fwd_us is not None:  # trace mode
+            attrs.update(device_fwd_us=m.device_fwd_us, device_bwd_us=m.device_bwd_us, kernels=m.kernels)
         for key in ("fwd_us", "bwd_us", "self_fwd_us", "self_bwd_us"):
             values = getattr(m, key)
             attrs[key] = median(values) if values else 0.0

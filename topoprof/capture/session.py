@@ -376,6 +376,8 @@ class Profiler:
                 h.remove()
             self._handles.clear()
         run = self._build_run(status)
+        if self._trace_files:
+            _attach_trace(run, self._trace_files[-1], self._table)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for r, data in run.ranks.items():
             write_json_atomic(self.run_dir / f"rank{r}.json", data.to_dict())
@@ -564,6 +566,45 @@ def _call_new_pre_hooks(
             hook(model, args, {} if kwargs is None else kwargs)
         else:
             hook(model, args)
+
+
+def _attach_trace(run: Run, trace_path: Path, table: ModuleTable) -> None:
+    """Attribute the trace's ops and kernels to the layers and store them in the run."""
+    from ..trace import summarize_trace
+
+    summary = summarize_trace(trace_path)
+    if summary.has_device:
+        by_label = summary.node_attributes()
+    else:  # CPU training: the CPU is the device; its "kernels" are the aten ops it ran
+        n_steps = max(len(summary.steps), 1)
+        by_label = {
+            name: {
+                "device_fwd_us": layer.cpu_self_fwd_us / n_steps,
+                "device_bwd_us": layer.cpu_self_bwd_us / n_steps,
+                "kernels": round((layer.fwd_ops + layer.bwd_ops) / n_steps),
+            }
+            for name, layer in summary.layers.items()
+        }
+    for data in run.ranks.values():
+        data.trace_file = trace_path.name
+        for m in data.modules:
+            label = m.name if m.name else table.infos[0].label
+            attrs = by_label.get(label)
+            if attrs is not None:
+                m.device_fwd_us = float(attrs["device_fwd_us"])
+                m.device_bwd_us = float(attrs["device_bwd_us"])
+                m.kernels = int(attrs["kernels"])
+        data.trace_steps = [
+            {
+                "step": s.step,
+                "ops": s.ops,
+                "kernels": s.kernels,
+                "device_us": s.device_us,
+                "device_busy_us": s.device_busy_us,
+                "device_idle_us": s.device_idle_us,
+            }
+            for s in summary.steps.values()
+        ]
 
 
 def _describe_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
