@@ -19,11 +19,16 @@ from .errors import RunFormatError
 __all__ = ["write_json_atomic", "read_json", "write_bytes_atomic"]
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, tmp_prefix: str | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    The temporary file is hidden (``.<name>.<random>.tmp``, or ``tmp_prefix`` + random) in the
+    same directory, so the rename never crosses file systems.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = tmp_prefix if tmp_prefix is not None else f".{path.name}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -30,11 +30,11 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from .._jsonio import write_bytes_atomic
 from ..errors import EmptyRunError
 from ..run import PHASES, ModuleRecord, RankData, Run, StepRecord, median
 
@@ -126,7 +126,9 @@ def write_tensorboard(run: Run, logdir: str | Path | None = None, top_layers: in
 
     target.mkdir(parents=True, exist_ok=True)
     path = target / _event_file_name(target, wall_time_s)
-    _write_atomic(path, buffer.getvalue())
+    # The temporary name has no "tfevents" in it: a TensorBoard watching the directory would
+    # otherwise start reading the half-written file.
+    write_bytes_atomic(path, buffer.getvalue(), tmp_prefix=".topoprof-tb-")
     # Removed only once the new file is complete, so an interrupted rewrite keeps the old one.
     for old in target.glob(f"{_EVENT_FILE_PREFIX}*{EVENT_FILE_SUFFIX}"):
         if old != path:
@@ -490,19 +492,3 @@ def _event_file_name(directory: Path, wall_time_s: float) -> str:
             return name
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` through a temporary file and a rename.
-
-    The temporary name has no ``tfevents`` in it: a TensorBoard watching the directory would
-    otherwise start reading the half-written file.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=".topoprof-tb-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
