@@ -13,7 +13,12 @@ Rules (all times in microseconds):
 2. **Layer**: a host event belongs to the innermost ``fwd X``/``bwd X`` range on the same thread
    that contains its midpoint. The midpoint (not the start) is used because ``bwd`` ranges open
    and close inside autograd hooks, i.e. a few microseconds into an
-   ``autograd::engine::evaluate_function`` op; the op's work lies after the hook.
+   ``autograd::engine::evaluate_function`` op; the op's work lies after the hook. For the same
+   reason an ``evaluate_function: X`` op takes the layer of its child op ``X`` (the autograd
+   node itself, which starts after the node's hooks ran). Ranges that overlap partially (a
+   parent and a child module whose ``bwd`` ranges open in hooks of the same autograd node, the
+   child's first) are first made to nest: the shorter becomes the child of the longer
+   (:func:`~topoprof.trace.intervals.nest_intervals`).
 3. **Backward ops outside any** ``bwd X`` **range** (the ``evaluate_function`` op and everything
    under it) reach their forward op through the forward/backward link, and count as backward of
    the forward op's layer. The link is the ``fwdbwd`` flow (start on the forward op, end on the
@@ -26,6 +31,9 @@ Rules (all times in microseconds):
 5. **Phase and step** of a host event: the ``data``/``forward``/``backward``/``optimizer`` and
    step ranges containing its midpoint, on any thread (the autograd engine's threads run inside
    the main thread's ``backward`` range).
+
+Only complete events (``ph: "X"``, which is all Kineto writes) are attributed; ``B``/``E`` pairs
+from other tools are read but not paired.
 """
 
 from __future__ import annotations
@@ -45,16 +53,16 @@ from .intervals import (
 from .reader import PHASE_CODES, TraceEvents
 
 __all__ = [
-    "PHASES",
-    "FWD",
     "BWD",
     "CPU_OP_CATEGORIES",
-    "RUNTIME_CATEGORIES",
+    "EVALUATE_FUNCTION_PREFIX",
+    "FWD",
     "KERNEL_CATEGORIES",
     "MEMCPY_CATEGORIES",
     "MEMSET_CATEGORIES",
+    "PHASES",
     "RANGE_CATEGORIES",
-    "EVALUATE_FUNCTION_PREFIX",
+    "RUNTIME_CATEGORIES",
     "Attribution",
     "attribute",
 ]
@@ -483,7 +491,7 @@ def attribute(trace: TraceEvents) -> Attribution:
     )
 
 
-def _category_lookup(trace: TraceEvents):  # noqa: ANN202 - a small closure
+def _category_lookup(trace: TraceEvents):
     """``cat_is(names)``: mask of events whose category is one of ``names`` (case-insensitive)."""
     lower = [c.lower() for c in trace.categories]
 
@@ -511,9 +519,8 @@ def _backward_links(trace: TraceEvents, host: _Host, is_eval: np.ndarray, eval_a
     todo = np.flatnonzero(is_eval & (link < 0))
     if not todo.size:
         return link
-    n = trace.ts.size
-    seq = trace.arg("Sequence number").dense(n)[host.rows]
-    fwd_tid = trace.arg("Fwd thread id").dense(n, fill=0)[host.rows]
+    seq = trace.arg("Sequence number").take(host.rows)
+    fwd_tid = trace.arg("Fwd thread id").take(host.rows, fill=0)
     fwd_cand = np.flatnonzero(host.is_op & (seq >= 0) & (fwd_tid <= 0) & (eval_anc < 0))
     if not fwd_cand.size:
         return link
@@ -555,7 +562,6 @@ def _launchers(trace: TraceEvents, host: _Host, d_rows: np.ndarray, h_is_rt: np.
     out = np.full(d_rows.size, _NO, np.int64)
     if not d_rows.size or not len(host):
         return out
-    n = trace.ts.size
 
     def match(keys: np.ndarray, cands: np.ndarray, cand_keys: np.ndarray, todo: np.ndarray) -> None:
         ok_c = cand_keys >= 0
@@ -570,9 +576,9 @@ def _launchers(trace: TraceEvents, host: _Host, d_rows: np.ndarray, h_is_rt: np.
         out[todo[ok]] = cands[jj[ok]]
 
     # args.correlation: the runtime call with the same correlation id
-    corr = trace.arg("correlation").dense(n)
+    corr = trace.arg("correlation")
     rt = np.flatnonzero(h_is_rt)
-    match(corr[d_rows], rt, corr[host.rows[rt]], np.arange(d_rows.size))
+    match(corr.take(d_rows), rt, corr.take(host.rows[rt]), np.arange(d_rows.size))
 
     # ac2g flows, for device events without a correlation match: the flow's finish is at the
     # device event's start on its stream, its start inside the runtime call
@@ -592,7 +598,7 @@ def _launchers(trace: TraceEvents, host: _Host, d_rows: np.ndarray, h_is_rt: np.
     # External id: the op that launched it
     todo = np.flatnonzero(out < 0)
     if todo.size and len(trace.arg("External id")):
-        ext = trace.arg("External id").dense(n)
+        ext = trace.arg("External id")
         ops = np.flatnonzero(host.is_op)
-        match(ext[d_rows[todo]], ops, ext[host.rows[ops]], todo)
+        match(ext.take(d_rows[todo]), ops, ext.take(host.rows[ops]), todo)
     return out

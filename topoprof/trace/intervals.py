@@ -23,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "sort_intervals",
     "enclosing_parent",
     "innermost_containing",
-    "nest_intervals",
     "nearest_marked_ancestor",
+    "nest_intervals",
+    "sort_intervals",
     "union_length_in_windows",
 ]
 

@@ -41,9 +41,10 @@ import itertools
 import math
 import os
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import orjson
@@ -51,9 +52,9 @@ import orjson
 from ..errors import TraceFormatError
 
 __all__ = [
-    "PHASE_CODES",
-    "INT_ARGS",
     "DEFAULT_CHUNK_BYTES",
+    "INT_ARGS",
+    "PHASE_CODES",
     "SparseColumn",
     "TraceEvents",
     "load_trace",
@@ -115,6 +116,15 @@ class SparseColumn:
         out = np.full(n, fill, dtype=np.int64)
         out[self.rows] = self.values
         return out
+
+    def take(self, rows: np.ndarray, fill: int = -1) -> np.ndarray:
+        """Values at event indices ``rows`` (int64), ``fill`` where the argument is absent;
+        unlike :meth:`dense`, allocates only ``len(rows)``."""
+        if not self.rows.size:
+            return np.full(rows.size, fill, dtype=np.int64)
+        j = np.searchsorted(self.rows, rows)
+        jj = np.minimum(j, self.rows.size - 1)
+        return np.where(self.rows[jj] == rows, self.values[jj], fill)
 
     def get(self, row: int) -> int | None:
         """Return the value for event ``row`` or None."""
@@ -243,6 +253,10 @@ class _Interner:
     def codes(self, values: list[Any]) -> np.ndarray:
         """Codes of ``values`` as int32 (raises TypeError on unhashable values)."""
         index = self.index
+        try:  # most pieces hold no new value: one pass
+            return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values))
+        except KeyError:
+            pass
         for v in dict.fromkeys(values):  # new values in order of first appearance
             if v not in index:
                 self.add(v)
@@ -329,7 +343,7 @@ class _Columns:
                     for a in args]
         for key, values in zip((*INT_ARGS, INPUT_DIMS), zip(*arg_recs)):
             col = np.fromiter(values, dtype=object, count=n)  # 1-D even when values are lists
-            rows = np.flatnonzero(col != None)  # noqa: E711 - elementwise on an object array
+            rows = np.flatnonzero(col != None)
             if not rows.size:
                 continue
             if key == INPUT_DIMS:
@@ -342,7 +356,7 @@ class _Columns:
         flow_rows = np.flatnonzero(np.isin(ph, _FLOW_PH_CODES))
         if flow_rows.size:
             col = np.fromiter(flow_ids, dtype=object, count=n)[flow_rows]
-            keep = col != None  # noqa: E711
+            keep = col != None
             if keep.any():
                 self._add_sparse_int(FLOW_ID, flow_rows[keep], col[keep], base, intern=self.flow_ids)
         for i in np.flatnonzero(ph == _PH_INDEX["M"]).tolist():
@@ -460,7 +474,7 @@ def _open(path: Path) -> BinaryIO:
         magic = f.read(len(_GZIP_MAGIC))
     if magic == _GZIP_MAGIC:
         return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - closed by the caller
+    return open(path, "rb")
 
 
 def _skip_ws(buf: bytearray, i: int) -> int:

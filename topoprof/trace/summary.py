@@ -36,13 +36,13 @@ from .intervals import union_length_in_windows
 from .reader import TraceEvents, load_trace
 
 __all__ = [
-    "TOP_OPS",
     "OTHER_PHASE",
-    "OpStats",
+    "TOP_OPS",
     "LayerTraceStats",
+    "OpStats",
+    "OpTotals",
     "PhaseTraceStats",
     "StepTraceStats",
-    "OpTotals",
     "TraceSummary",
     "summarize",
     "summarize_trace",
@@ -224,7 +224,7 @@ class TraceSummary:
                 out[name] = {
                     "device_fwd_us": float(np.median(layer.step_device_fwd_us)),
                     "device_bwd_us": float(np.median(layer.step_device_bwd_us)),
-                    "kernels": int(round(float(np.median(layer.step_kernels)))),
+                    "kernels": round(float(np.median(layer.step_kernels))),
                 }
             else:
                 out[name] = {"device_fwd_us": layer.device_fwd_us, "device_bwd_us": layer.device_bwd_us,
