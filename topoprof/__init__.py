@@ -11,9 +11,10 @@ from ._version import __version__
 from .run import Run, load
 
 if TYPE_CHECKING:
+    from .analysis import Analysis, AnalysisOptions, analyze
     from .capture.session import Profiler, profile
 
-__all__ = ["__version__", "profile", "Profiler", "load", "Run"]
+__all__ = ["__version__", "profile", "Profiler", "load", "Run", "analyze", "Analysis", "AnalysisOptions"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +23,8 @@ def __getattr__(name: str) -> Any:
         from .capture import session
 
         return getattr(session, name)
+    if name in ("analyze", "Analysis", "AnalysisOptions"):  # loaded on first use: keep import cheap
+        from . import analysis
+
+        return getattr(analysis, name)
     raise AttributeError(f"module 'topoprof' has no attribute {name!r}")

@@ -16,6 +16,7 @@ __all__ = [
     "ProfilerUsageError",
     "UnknownTargetError",
     "TopologyFormatError",
+    "AnalysisInputError",
 ]
 
 
@@ -52,3 +53,7 @@ class UnknownTargetError(TopoprofError, KeyError):
 
 class TopologyFormatError(TopoprofError, ValueError):
     """An ``nvidia-smi topo -m`` file could not be parsed."""
+
+
+class AnalysisInputError(TopoprofError, ValueError):
+    """Bad input to the analysis: a GPU set not in the target, an unknown rule id."""
