@@ -5,4 +5,5 @@
 
 COMMAND_MODULES = [
     "topoprof.commands.summary",
+    "topoprof.commands.run",
 ]
