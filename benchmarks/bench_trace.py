@@ -20,7 +20,8 @@ Each measurement runs in a fresh subprocess, which reports its wall time and its
 memory (``ru_maxrss`` of itself and of any worker processes it started) minus its resident
 memory after imports. Loaders measured (each only if installed; otherwise "not installed"):
 
-- ``topoprof``: :func:`topoprof.trace.summarize_trace` (parse + attribution + summary);
+- ``topoprof``: :func:`topoprof.trace.summarize_trace` (parse + attribution + summary; it
+  skips the ops' ``Input Dims``, which the summary does not use);
 - ``json``: ``json.load`` of the file alone (the first step of most other loaders);
 - ``hta``: Holistic Trace Analysis, ``TraceAnalysis(trace_dir=...)`` (parse only);
 - ``tb``: the TensorBoard profiler plugin's per-worker loader,

@@ -87,6 +87,13 @@ def test_events_become_columns_with_kept_arguments(tmp_path: Path) -> None:
     assert t.nbytes > 0
 
 
+def test_input_dims_can_be_skipped(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.json", _doc(50))
+    t = load_trace(path, input_dims=False)
+    assert len(t.input_dims) == 0 and t.dims == []
+    assert t.arg("External id").values.tolist() == load_trace(path).arg("External id").values.tolist()
+
+
 def test_metadata_before_and_after_the_events_is_kept(tmp_path: Path) -> None:
     doc = _doc()
     for chunk in (*SMALL_CHUNKS, 1 << 20):

@@ -481,5 +481,5 @@ def summarize_trace(trace: str | os.PathLike[str] | TraceEvents) -> TraceSummary
     Raises:
         TraceFormatError: The file is missing, truncated, corrupt or not a trace.
     """
-    events = trace if isinstance(trace, TraceEvents) else load_trace(trace)
+    events = trace if isinstance(trace, TraceEvents) else load_trace(trace, input_dims=False)
     return summarize(attribute(events))
