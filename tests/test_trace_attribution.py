@@ -303,3 +303,26 @@ def test_nearest_marked_ancestor_and_union_length() -> None:
     u = union_length_in_windows(np.array([0.0, 5.0, 20.0]), np.array([10.0, 12.0, 30.0]),
                                 np.array([0.0, 11.0, 25.0]), np.array([40.0, 21.0, 26.0]))
     assert u.tolist() == [22.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [],
+        [{"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": "x"}}],
+        [{"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": 1.0, "dur": 2.0, "args": {"correlation": 5}}],
+        [{"ph": "X", "cat": "user_annotation", "name": "fwd a", "pid": 1, "tid": 1, "ts": 1.0, "dur": 2.0},
+         {"ph": "X", "cat": "user_annotation", "name": "step 0", "pid": 1, "tid": 1, "ts": 0.0, "dur": 5.0}],
+        [{"ph": "X", "cat": "cpu_op", "name": "aten::x", "pid": 1, "tid": 1, "ts": None, "dur": 2.0},
+         {"ph": "X", "cat": "cpu_op", "name": "aten::y", "pid": 1, "tid": 1, "ts": 3.0},
+         {"ph": "X", "cat": "user_annotation", "name": "fwd a", "pid": 1, "tid": 1, "ts": 1.0, "dur": -2.0}],
+    ],
+    ids=["empty", "metadata-only", "kernel-without-launcher", "ranges-without-ops", "missing-and-negative-times"],
+)
+def test_degenerate_traces_summarise(tmp_path: Path, events: list[dict[str, Any]]) -> None:
+    path = tmp_path / "t.json"
+    path.write_bytes(orjson.dumps({"traceEvents": events}))
+    s = summarize_trace(path)
+    assert s.total.ops <= 1
+    assert s.unattributed.device_us == s.total.device_us
+    assert set(s.node_attributes()) == set(s.layers)
