@@ -44,6 +44,7 @@ def test_host_sync_fires_with_call_sites_and_a_lower_bound_saving():
     assert f is not None
     assert f.evidence_value("host syncs per step (capture)") == 3
     assert f.evidence_value("__bool__ in fc") == 2
+    assert f.evidence_value("item outside the model") == 1
     assert f.layers == ("fc",)
     assert f.saving.frac == pytest.approx(3 * 10.0 / analysis.projection.single.step_us)
     assert "lower bound" in f.saving.how

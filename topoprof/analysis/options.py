@@ -123,15 +123,15 @@ class AnalysisOptions:
     ``_DEFAULT_FIRST_BUCKET_BYTES``, 1 MiB; recalled from the PyTorch source, not in
     hardware.md)."""
     project_gpu_counts: tuple[int, ...] = (1, 2, 4, 8)
-    """GPU counts of the data-parallel projection within one node (capped at the node's GPUs;
+    """topoprof: GPU counts of the data-parallel projection within one node (capped at the node's GPUs;
     a 16-GPU node adds 16)."""
     project_nodes: tuple[int, ...] = (2, 4)
-    """Node counts of the multi-node projection (all GPUs of each node, over the NICs)."""
+    """topoprof: node counts of the multi-node projection (all GPUs of each node, over the NICs)."""
     gpus: tuple[int, ...] | None = None
-    """The job's GPU indices within the node (``CUDA_VISIBLE_DEVICES``), for ``nvlink-placement``
+    """topoprof: the job's GPU indices within the node (``CUDA_VISIBLE_DEVICES``), for ``nvlink-placement``
     and the projection of that set; None: not given."""
     batch_size: int | None = None
-    """Samples per forward pass; None: the run's ``batch_size`` tag."""
+    """topoprof: samples per forward pass; None: the run's ``batch_size`` tag."""
 
     # --- Ranking ---------------------------------------------------------------------------------
     severity_high_saving_frac: float = 0.20
@@ -139,9 +139,9 @@ class AnalysisOptions:
     severity_medium_saving_frac: float = 0.05
     """At least this share: ``medium``; below: ``low`` (topoprof)."""
     rules: tuple[str, ...] | None = None
-    """Run only these rule ids; None: all."""
+    """topoprof: run only these rule ids (rules.md); None: all."""
     disabled_rules: tuple[str, ...] = field(default=())
-    """Rule ids not to run (suppression)."""
+    """topoprof: rule ids not to run (suppression, rules.md)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -6,4 +6,5 @@
 COMMAND_MODULES = [
     "topoprof.commands.summary",
     "topoprof.commands.run",
+    "topoprof.commands.analysis",
 ]

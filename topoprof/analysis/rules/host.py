@@ -102,6 +102,11 @@ def _optimizer_item_calls(ctx: RuleContext) -> int:
     return total
 
 
+def _site(sync: Mapping[str, Any]) -> str:
+    where = sync["where"]
+    return f"{sync['op']} outside the model" if where == OUTSIDE_MODEL else f"{sync['op']} in {where}"
+
+
 def effective_host_syncs(ctx: RuleContext) -> list[dict[str, Any]]:
     """The run's host syncs per step (capture step), less the optimizer's own step-counter
     ``.item()`` calls (:data:`OPTIMIZER_STEP_ITEMS_PER_TENSOR`), which are not device syncs."""
@@ -139,7 +144,7 @@ def host_sync(ctx: RuleContext) -> list[Finding]:
     if per_step < threshold and api_per_step < threshold:
         return []
     evidence = [Evidence("host syncs per step (capture)", per_step, "count")]
-    evidence += [Evidence(f"{s['op']} in {s['where']}", s["count"], "count") for s in syncs]
+    evidence += [Evidence(_site(s), s["count"], "count") for s in syncs]
     evidence += [Evidence(f"{name} per step (trace)", n, "count") for name, n in sorted(api.items())]
     layers = tuple(sorted({s["where"] for s in syncs if s["where"] != OUTSIDE_MODEL}))
     if sync_idle and dev_steps:
@@ -156,7 +161,7 @@ def host_sync(ctx: RuleContext) -> list[Finding]:
                         f"lower bound: each sync drains the GPU's queue, which then idles for at least one "
                         f"kernel launch ({ctx.launch_overhead_us:g} us) until the host queues work again; "
                         f"syncs per step x launch cost over the projected step on {ctx.target.name}")
-    where = ", ".join(f"{s['op']} in {s['where']}" for s in syncs[:3]) or ", ".join(sorted(api))
+    where = ", ".join(_site(s) for s in syncs[:3]) or ", ".join(sorted(api))
     return [Finding(
         id="host-sync",
         severity=severity_for(saving.frac, ctx.options, "medium"),
