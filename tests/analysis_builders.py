@@ -9,6 +9,8 @@ from typing import Any, Iterable, Sequence
 
 from topoprof.run import EdgeRecord, Manifest, ModuleRecord, RankData, Run, StepRecord
 
+__all__ = ["DEFAULT_PHASES", "module", "linear", "conv2d", "pointwise", "make_rank", "adamw", "make_run", "simple_run"]
+
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1}
 DEFAULT_PHASES = {"data": 100.0, "forward": 3000.0, "backward": 6000.0, "optimizer": 400.0, "other": 500.0}
 

@@ -4,7 +4,11 @@ fp32 matmuls, DataParallel, a looped cell), the run comes from a real profile.""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +146,49 @@ def test_every_target_analyses_a_real_run(tmp_path, target):
     analysis = topoprof.analyze(run, target)
     assert analysis.projection.single.step_us > 0
     assert analysis.finding("hot-layers") is not None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo multi-process runs on Linux")
+def test_real_ddp_job_with_a_slow_rank(tmp_path):
+    """Two gloo ranks (examples/ddp_train.py); rank 1 sleeps 30 ms in its data phase. DDP evens the
+    steps out, so the straggler shows in its local phase; the run's DDP facts and measured
+    all-reduce reach the analysis."""
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), str(repo / "examples" / "ddp_train.py"), "--out", "run",
+           "--steps", "3", "--skip-first", "1", "--slow-rank", "1", "--slow-ms", "30"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    analysis = topoprof.analyze(tmp_path / "run", "dgx-1")
+    f = analysis.finding("straggler-rank")
+    assert f is not None and f.evidence_value("rank 1 slow phase") == "data"
+    assert f.evidence_value("rank 1 data excess") > 20_000
+    assert not any("no measured DDP communication" in n for n in analysis.notes)
+    assert analysis.finding("ddp-backend") is None  # gloo on CPU is right
+
+
+def test_trace_mode_run_is_analysed(tmp_path):
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with topoprof.profile(model, tmp_path / "t", steps=3, skip_first=1, mode="trace", tensorboard=False) as prof:
+        for _ in range(5):
+            model(torch.randn(4, 32)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    rank = prof.run.rank()
+    assert rank.trace_steps and rank.modules[1].kernels is not None
+    analysis = topoprof.analyze(prof.run, "dgx-h100")
+    # on a CPU run the trace's "kernels" are aten ops: the roofline keeps its own kernel estimate
+    fc = next(r for r in analysis.roofline if r.name == "0")
+    assert fc.kernels == 3
+    assert analysis.finding("gpu-idle") is None

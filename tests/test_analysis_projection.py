@@ -179,3 +179,15 @@ def test_topology_file_drives_the_chosen_set(tmp_path):
     assert bad.chosen.comm_bound == "inter-socket" and good.chosen.comm_bound == "nvlink"
     assert bad.chosen.allreduce_us > 5 * good.chosen.allreduce_us
     assert bad.chosen_best.gpu_set == (0, 3)
+
+
+def test_trace_mode_kernels_on_cuda_replace_the_estimate():
+    fc = linear("fc", 64, 64, 64)
+    fc.kernels, fc.device_fwd_us, fc.device_bwd_us = 7, 30.0, 60.0
+    r = _layer(analyze(make_run(make_rank([fc], device="cuda")), "dgx-a100"), "fc")
+    assert r.kernels == pytest.approx(7)
+    assert r.launch_us == pytest.approx(70.0)
+    assert r.cost.measured_device_us == 90.0
+    cpu = linear("fc", 64, 64, 64)
+    cpu.kernels = 33  # a CPU trace counts aten ops: not kernels
+    assert _layer(analyze(make_run(make_rank([cpu])), "dgx-a100"), "fc").kernels == 3

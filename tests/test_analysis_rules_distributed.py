@@ -108,6 +108,24 @@ def test_straggler_rank_names_the_slow_rank_and_phase():
     assert f.saving.frac == pytest.approx(3000.0 / 13000.0)
 
 
+def test_straggler_rank_in_a_synchronised_job_shows_in_its_local_phases():
+    # DDP evens the steps out: the others wait for rank 3 in backward, so all steps are equally long.
+    ranks = []
+    for r in range(4):
+        phases = dict(DEFAULT_PHASES)
+        if r == 3:
+            phases["data"] += 3000.0
+        else:
+            phases["backward"] += 3000.0
+        ranks.append(make_rank([linear("fc", 64, 64, 64)], rank=r, phases=phases))
+    f = analyze(make_run(*ranks)).finding("straggler-rank")
+    assert f is not None
+    assert f.evidence_value("rank 3 median step") == f.evidence_value("median over ranks") == 13000.0
+    assert f.evidence_value("rank 3 slow phase") == "data"
+    assert f.evidence_value("slow ranks") == "3"
+    assert f.saving.frac == pytest.approx(3000.0 / 13000.0)
+
+
 def test_straggler_rank_controls_balanced_ranks_and_one_rank():
     assert "straggler-rank" not in _ids(analyze(_ranks(500.0)))  # 5 % slower: under the 10 % threshold
     assert "straggler-rank" not in _ids(analyze(simple_run([linear("fc", 64, 64, 64)])))

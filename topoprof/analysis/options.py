@@ -150,7 +150,8 @@ class AnalysisOptions:
                 raise ValueError(f"{f.name} is a fraction (0..1), got {value!r}")
         if self.gpus is not None:
             object.__setattr__(self, "gpus", tuple(sorted({int(g) for g in self.gpus})))
-        if (self.ddp_bucket_cap_bytes is not None and self.ddp_bucket_cap_bytes <= 0) or self.ddp_first_bucket_bytes <= 0:
+        cap = self.ddp_bucket_cap_bytes
+        if (cap is not None and cap <= 0) or self.ddp_first_bucket_bytes <= 0:
             raise ValueError("DDP bucket sizes must be positive")
 
     def with_(self, **changes: Any) -> "AnalysisOptions":

@@ -42,7 +42,7 @@ from ..hardware import (
     ring_allreduce,
 )
 from ..run import PHASES, RankData, median
-from .options import DEFAULT_DDP_BUCKET_CAP_BYTES, AnalysisOptions
+from .options import DEFAULT_DDP_BUCKET_CAP_BYTES, MIB, AnalysisOptions
 from .roofline import (
     LayerCost,
     LayerRoofline,
@@ -339,8 +339,8 @@ class Projection:
 
     @property
     def full_node(self) -> StepProjection:
-        """The projection on all GPUs of one node."""
-        return self.at(self.gpus_per_node) or self.single
+        """The projection on the most GPUs of one node (all of them, or all of a given topology)."""
+        return max((s for s in self.scaling if s.nodes == 1), key=lambda s: s.gpus, default=self.single)
 
 
 # --- building blocks ---------------------------------------------------------------------------
@@ -746,7 +746,7 @@ def project(
         "op counts (topoprof.analysis.roofline)",
         f"host phases (data, other): {_HOST_NOTE}",
         "data-parallel: each GPU keeps the profiled batch; gradients all-reduced in DDP buckets "
-        f"({options.ddp_first_bucket_bytes / 2**20:g} MiB first, then {bucket_cap_bytes(rank, options) / 2**20:g} MiB), "
+        f"({options.ddp_first_bucket_bytes / MIB:g} MiB first, then {bucket_cap_bytes(rank, options) / MIB:g} MiB), "
         "overlapped with backward",
     )
     return Projection(

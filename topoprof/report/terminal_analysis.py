@@ -5,6 +5,7 @@ Formats what :func:`topoprof.analyze` computed; computes nothing.
 
 from __future__ import annotations
 
+import math
 from typing import IO, Any
 
 from rich.console import Console
@@ -33,7 +34,7 @@ def format_bytes(n: float | None) -> str:
 
 def format_frac(x: float | None) -> str:
     """``0.234`` -> ``"23.4 %"``."""
-    if x is None or x != x:
+    if x is None or math.isnan(x):
         return "-"
     return f"{x * 100:.1f} %"
 

@@ -136,7 +136,8 @@ def fp32_matmul(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="fp32-matmul",
         severity=severity_for(saving.frac, ctx.options),
-        title=f"{_pct(fp32)} of matmul/conv FLOPs run in float32 on a tensor-core GPU",
+        title=(f"{_pct(fp32)} of matmul/conv FLOPs run in float32 on a tensor-core GPU"
+               + (f" ({_pct(by.get('tf32', 0.0) / total)} of all as TF32)" if by.get("tf32") else "")),
         evidence=tuple(evidence),
         recommendation=rec,
         saving=saving,

@@ -13,6 +13,7 @@ __all__ = [
     "DATAPARALLEL_KINDS",
     "DDP_KINDS",
     "BACKEND_TAGS",
+    "LOCAL_PHASES",
     "dataparallel",
     "ddp_backend",
     "comm_exposed",
@@ -178,42 +179,71 @@ def _phase_median(rank: RankData, phase: str) -> float:
     return median([s.phases_us.get(phase, 0.0) for s in rank.steps]) if rank.steps else 0.0
 
 
+#: Phases with no collective under DDP: a rank's excess there is its own. Forward (DDP's buffer
+#: broadcast), backward (gradient all-reduce) and other hold the waits for the slowest rank, so in
+#: a synchronous job every rank's step comes out the same length.
+LOCAL_PHASES: tuple[str, ...] = ("data", "optimizer")
+
+
 @rule("straggler-rank", ("cpu",), "HTA straggler, SMD LoadBalancing")
 def straggler_rank(ctx: RuleContext) -> list[Finding]:
-    """A rank's median step exceeds the median over ranks by ``straggler_min_excess_frac``."""
+    """A rank's median step exceeds the median over ranks by ``straggler_min_excess_frac``; or,
+    where synchronisation evens the steps out, a rank's local phase (:data:`LOCAL_PHASES`) exceeds
+    that phase's median over ranks by that fraction of the step."""
     ranks = {r: d for r, d in ctx.run.ranks.items() if d.steps}
     if len(ranks) < 2:
         return []
     medians = {r: median([s.duration_us for s in d.steps]) for r, d in ranks.items()}
     overall = median(list(medians.values()))
-    cut = overall * (1.0 + ctx.options.straggler_min_excess_frac)
-    slow = sorted((r for r, m in medians.items() if m > cut), key=lambda r: -medians[r])
+    frac = ctx.options.straggler_min_excess_frac
+    phase = {p: {r: _phase_median(d, p) for r, d in ranks.items()} for p in PHASES}
+
+    def others(values: dict[int, float], r: int) -> float:
+        """The median over the other ranks (with two ranks: the other one)."""
+        return median([v for q, v in values.items() if q != r])
+
+    # Unsynchronised form: whole steps. Synchronised form: local phases.
+    excess = {r: medians[r] - others(medians, r) for r in ranks}
+    slow = [r for r in ranks if medians[r] > others(medians, r) * (1.0 + frac)]
+    form = "step"
+    if not slow:
+        excess = {r: max(phase[p][r] - others(phase[p], r) for p in LOCAL_PHASES) for r in ranks}
+        slow = [r for r in ranks if excess[r] > frac * overall]
+        form = "local phase"
     if not slow:
         return []
+    worst = max(slow, key=lambda r: excess[r])
+    candidates = LOCAL_PHASES if form == "local phase" else PHASES
+    slow_phase = max(candidates, key=lambda p: phase[p][worst] - others(phase[p], worst))
     evidence = [Evidence(f"rank {r} median step", m, "us") for r, m in sorted(medians.items())]
     evidence.append(Evidence("median over ranks", overall, "us"))
-    worst = slow[0]
-    phase_excess = {}
-    for p in PHASES:
-        others = median([_phase_median(d, p) for d in ranks.values()])
-        phase_excess[p] = _phase_median(ranks[worst], p) - others
-    slow_phase = max(phase_excess, key=lambda p: phase_excess[p])
+    evidence += [Evidence(f"rank {r} {slow_phase}", phase[slow_phase][r], "us") for r in sorted(ranks)]
+    slow_excess = phase[slow_phase][worst] - others(phase[slow_phase], worst)
     evidence += [Evidence(f"rank {worst} slow phase", slow_phase, ""),
-                 Evidence(f"rank {worst} {slow_phase} excess", phase_excess[slow_phase], "us")]
-    gap = (medians[worst] - overall) / medians[worst]
+                 Evidence(f"rank {worst} {slow_phase} excess", slow_excess, "us"),
+                 Evidence("slow ranks", ",".join(str(r) for r in sorted(slow)), "")]
+    gap = excess[worst] / medians[worst] if medians[worst] > 0 else 0.0
+    if form == "step":
+        what = (f"median step {excess[worst] / others(medians, worst) * 100:.0f} % above the other ranks', "
+                f"mostly in {slow_phase}")
+        how = ("the gap between the slowest rank's median step and the other ranks' median, over the slowest "
+               "rank's step (measured): the others wait that long")
+    else:
+        what = (f"its {slow_phase} phase takes {excess[worst] / overall * 100:.0f} % of the step more than on the "
+                "other ranks (they wait for it at the collectives)")
+        how = (f"the rank's excess {slow_phase} time over the other ranks' median, over its median step (measured): "
+               "the time every other rank waits for it")
     return [Finding(
         id="straggler-rank",
         severity=severity_for(gap, ctx.options),
-        title=(f"Rank {worst} is a straggler: median step {(medians[worst] / overall - 1) * 100:.0f} % above the "
-               f"median of ranks, mostly in {slow_phase}"),
+        title=f"Rank {worst} is a straggler: {what}",
         evidence=tuple(evidence),
         recommendation=Recommendation(
-            f"Inspect rank {worst}: its data shard (sizes, sequence lengths), its host (CPU load, NUMA), "
-            "thermal throttling of its GPU. Every rank waits for it at the gradient all-reduce.",
+            f"Inspect rank {worst}: its data shard (sizes, sequence lengths), its data loader and host (CPU load, "
+            "NUMA), thermal throttling of its GPU. Every rank waits for it at the gradient all-reduce.",
             "",
         ),
-        saving=Saving(gap, "the gap between the slowest rank's median step and the median of ranks, over the "
-                           "slowest rank's step (measured): the others wait that long"),
+        saving=Saving(gap, how),
     )]
 
 

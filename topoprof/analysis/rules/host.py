@@ -133,7 +133,7 @@ def host_sync(ctx: RuleContext) -> list[Finding]:
     sync_idle: list[float] = []
     dev_steps = ctx.device.steps if ctx.device is not None else ()
     for s in dev_steps:
-        for name, n in s.sync_calls.items():
+        for name in s.sync_calls:
             api.setdefault(name, 0.0)
         if s.sync_idle_us is not None:
             sync_idle.append(s.sync_idle_us)
