@@ -12,9 +12,14 @@ from .run import Run, load
 
 if TYPE_CHECKING:
     from .analysis import Analysis, AnalysisOptions, analyze
+    from .analysis.compare import Comparison, compare
     from .capture.session import Profiler, profile
+    from .report.html import write_report
 
-__all__ = ["__version__", "profile", "Profiler", "load", "Run", "analyze", "Analysis", "AnalysisOptions"]
+__all__ = [
+    "__version__", "profile", "Profiler", "load", "Run", "analyze", "Analysis", "AnalysisOptions",
+    "compare", "Comparison", "write_report",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,4 +32,12 @@ def __getattr__(name: str) -> Any:
         from . import analysis
 
         return getattr(analysis, name)
+    if name in ("compare", "Comparison"):
+        from .analysis import compare as _compare  # the module; analysis/__init__ does not export it
+
+        return getattr(_compare, name)
+    if name == "write_report":
+        from .report.html import write_report
+
+        return write_report
     raise AttributeError(f"module 'topoprof' has no attribute {name!r}")

@@ -5,6 +5,7 @@
 
 COMMAND_MODULES = [
     "topoprof.commands.summary",
+    "topoprof.commands.reports",
     "topoprof.commands.run",
     "topoprof.commands.analysis",
 ]

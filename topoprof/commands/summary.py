@@ -1,4 +1,5 @@
-"""``topoprof demo`` and ``topoprof report`` (terminal summary of a run)."""
+"""``topoprof demo``, and the terminal summary of a run that ``topoprof report`` prints
+(:mod:`topoprof.commands.reports`)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    _print_summary(Path(args.run_dir), args.top)
-    return EXIT_OK
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="profile the bundled example model and print a summary")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
@@ -45,8 +41,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--top", type=int, default=10, help="layers to list (default 10)")
     p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("report", help="summarise a saved run")
-    p.add_argument("run_dir", help="run directory")
-    p.add_argument("--top", type=int, default=10, help="layers to list (default 10)")
-    p.set_defaults(func=cmd_report)
