@@ -288,3 +288,10 @@ def test_analysis_imports_no_torch(run_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_a_run_without_layer_costs_says_so():
+    layers = [linear("fc", 64, 64, 64)]
+    layers[0].ops, layers[0].flops_fwd, layers[0].flops_bwd = {}, 0, 0  # as with capture_graph=False
+    a = analyze(simple_run(layers))
+    assert a.roofline == () and any("capture_graph=False" in n for n in a.notes)

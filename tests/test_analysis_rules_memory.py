@@ -75,7 +75,7 @@ def test_memory_at_limit_control_and_memory_underused():
     assert fits // 64 == 3
     assert f.evidence_value("projected step at batch 192") > 0
     assert 0 < f.saving.frac < 1
-    assert "(3x" in f.saving.how
+    assert "(3x;" in f.saving.how and "batch_size=192" in f.recommendation.code
 
 
 def test_memory_underused_control_when_memory_is_used():

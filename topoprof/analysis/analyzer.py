@@ -116,6 +116,9 @@ def _notes(ctx: RuleContext) -> tuple[str, ...]:
         notes.append("no measured DDP communication in the run: comm-exposed is projected only")
     if ctx.run.missing_ranks:
         notes.append(f"ranks {ctx.run.missing_ranks} of the job wrote no data")
+    if ctx.rank.modules and not ctx.costs:
+        notes.append("the run has no per-layer FLOPs or op counts (profiled with capture_graph=False?): the "
+                     "projection holds the host phases and the optimizer only, and the roofline rules cannot fire")
     if ctx.batch_size is None:
         notes.append("batch size unknown (tag the run with batch_size): no throughput, no batch that fits")
     return tuple(notes)

@@ -120,11 +120,12 @@ def memory_underused(ctx: RuleContext) -> list[Finding]:
         per_sample_gain = 1.0 - (big / multiple) / now if now > 0 else 0.0
         evidence.append(Evidence(f"projected step at batch {batch * multiple}", big, "us"))
         saving = Saving(max(per_sample_gain, 0.0),
-                        f"projected time per sample at batch {batch * multiple} ({multiple}x, at most "
+                        f"projected time per sample at batch {batch * multiple} ({multiple}x; the estimate stops at "
                         f"{ctx.options.memory_underused_max_batch_multiple}x) vs {batch} on one {ctx.gpu.display_name} "
                         "(FLOPs and activation bytes scale with the batch, launches and parameter traffic do "
                         "not; the data phase scales, 'other' does not)")
     target_batch = f" (up to about {fits} fits)" if batch and fits and fits > batch else ""
+    new_batch = str(batch * multiple) if multiple >= 2 and batch else "batch_size * 2"
     return [Finding(
         id="memory-underused",
         severity=severity_for(saving.frac, ctx.options, "low"),
@@ -133,7 +134,8 @@ def memory_underused(ctx: RuleContext) -> list[Finding]:
         recommendation=Recommendation(
             f"Raise the batch size{target_batch} to amortise launches and parameter traffic; scale the learning "
             "rate with it (linear scaling or warm-up).",
-            "loader = DataLoader(dataset, batch_size=batch_size * 4, ...)\nlr = base_lr * 4",
+            f"loader = DataLoader(dataset, batch_size={new_batch}, ...)\n"
+            f"lr = base_lr * {max(multiple, 2)}   # linear scaling; warm up",
         ),
         saving=saving,
     )]
