@@ -70,7 +70,7 @@ def main() -> None:
                 prof.step()
     with torch.no_grad():
         checksum = sum(float(p.double().sum()) for p in model.parameters())
-    print(f"rank {rank} checksum {checksum:.10f}", flush=True)
+    print(f"rank {rank} checksum {checksum:.10f}\n", end="", flush=True)  # one write per line
     dist.destroy_process_group()
 
 

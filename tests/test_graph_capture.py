@@ -169,3 +169,34 @@ def test_gpt2_pre_norm_residual_stream_links_to_the_last_writer(tmp_path, hf_off
     # bounded fan-in: no edge from the embedding dropout past the first block
     assert not any(a == "transformer.drop" and b.startswith(h1) for a, b in g.edges)
     assert g.nodes["lm_head"]["flops_fwd"] == 2 * 4 * 32 * 64 * 1000
+
+
+def test_host_syncs_are_recorded_with_site_and_phase(tmp_path):
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 1)
+
+        def forward(self, x):
+            h = self.a(x)
+            if h.sum() > 0:  # a Python condition on a tensor: Tensor.__bool__ syncs
+                h = h * 2
+            return self.b(h)
+
+    model = Branchy()
+    opt = torch.optim.Adam(model.parameters(), foreach=False)  # reads its step counters with .item()
+    with topoprof.profile(model, tmp_path / "r", steps=1, skip_first=1, tensorboard=False) as prof:
+        for _ in range(2):
+            loss = model(torch.ones(2, 4)).sum()
+            loss.backward()
+            loss.item()  # the training loop's own sync
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    syncs = {(s["op"], s["where"], s["phase"]): s["count"] for s in prof.run.rank().host_syncs}
+    assert syncs == {
+        ("__bool__", "", "forward"): 1,
+        ("item", "<outside model>", "other"): 1,
+        ("item", "<outside model>", "optimizer"): 4,  # one per parameter tensor
+    }

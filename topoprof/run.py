@@ -178,8 +178,10 @@ class RankData:
         optimizers: one dict per optimizer seen (``kind``, ``params``, ``param_tensors``,
             ``fused``, ``foreach``, ``lr``).
         host_syncs: device-to-host synchronisations seen in the graph-capture step, one dict
-            per (op, where): ``op`` (``item``, ``tolist``, ``cpu``, ``__bool__``...), ``where``
-            (the innermost module, or ``"<outside model>"``), ``count`` per step.
+            per (op, where, phase): ``op`` (``item``, ``tolist``, ``cpu``, ``__bool__``...),
+            ``where`` (the innermost module, or ``"<outside model>"``), ``phase`` (the step's
+            phase then: syncs in ``optimizer`` are the optimizer's own, e.g. Adam reading its
+            CPU step counters), ``count`` per step.
         settings: backend flags in force (``cudnn_benchmark``, ``cudnn_enabled``,
             ``matmul_allow_tf32``, ``cudnn_allow_tf32``, ``float32_matmul_precision``,
             ``deterministic``) and ``autocast`` (``{"enabled": bool, "dtype": str | None}``

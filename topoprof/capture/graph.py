@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -73,7 +73,7 @@ class CapturedGraph:
     edges: dict[tuple[str, str], CapturedEdge] = field(default_factory=dict)
     ops: dict[int, dict[str, int]] = field(default_factory=dict)
     in_memory_format: dict[int, str] = field(default_factory=dict)
-    host_syncs: dict[tuple[str, str], int] = field(default_factory=dict)
+    host_syncs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     autocast: dict[str, Any] = field(default_factory=dict)
     input_node: str = "input"
     output_node: str = "output"
@@ -158,8 +158,11 @@ def _autocast_state(device_type: str) -> dict[str, Any]:
 class GraphCapture:
     """Hooks + provenance mode + FLOP counter, active for exactly one (untimed) step."""
 
-    def __init__(self, table: ModuleTable, names_in_use: set[str]) -> None:
+    def __init__(self, table: ModuleTable, names_in_use: set[str], phase_of: Callable[[], str] = lambda: "other") -> None:
         self.table = table
+        #: The step's current phase, so syncs inside ``optimizer.step()`` (Adam reading its
+        #: CPU step counters) are told apart from the training loop's own.
+        self.phase_of = phase_of
         self.result = CapturedGraph()
         # The input/output node names must not collide with a top-level module name.
         self.result.input_node = "input" if "input" not in names_in_use else "<input>"
@@ -192,8 +195,9 @@ class GraphCapture:
             counts[op] = counts.get(op, 0) + 1
 
     def count_sync(self, op: str) -> None:
+        """A device-to-host synchronisation: where (innermost module) and in which phase."""
         where = self.table.infos[self._call_stack[-1]].name if self._call_stack else OUTSIDE_MODEL
-        key = (op, where)
+        key = (op, where, self.phase_of())
         self.result.host_syncs[key] = self.result.host_syncs.get(key, 0) + 1
 
     def set_producers(self, t: torch.Tensor, producers: dict[str, tuple[int, list[str]]]) -> None:

@@ -243,7 +243,7 @@ class Profiler:
         idx = self._timer.step_index
         if idx == self._capture_step:
             names = {info.name.split(".")[0] for info in self._table.infos if info.name}
-            self._capture = GraphCapture(self._table, names)
+            self._capture = GraphCapture(self._table, names, phase_of=lambda: self._timer.phase)
             global_before = set(_global_forward_pre_hooks())
             self._capture.start()
             if root_call is not None:
@@ -453,7 +453,8 @@ class Profiler:
             edges=edges,
             optimizers=list(self._optimizers.values()),
             host_syncs=[
-                {"op": op, "where": where, "count": n} for (op, where), n in sorted(graph.host_syncs.items())
+                {"op": op, "where": where, "phase": phase, "count": n}
+                for (op, where, phase), n in sorted(graph.host_syncs.items())
             ],
             settings={**self._settings, "autocast": graph.autocast},
             graph_step=self._capture_step if self._graph is not None else None,

@@ -108,8 +108,18 @@ def _site(sync: Mapping[str, Any]) -> str:
 
 
 def effective_host_syncs(ctx: RuleContext) -> list[dict[str, Any]]:
-    """The run's host syncs per step (capture step), less the optimizer's own step-counter
-    ``.item()`` calls (:data:`OPTIMIZER_STEP_ITEMS_PER_TENSOR`), which are not device syncs."""
+    """The run's host syncs per step (capture step) without the optimizer's own.
+
+    Runs that record the phase of each sync drop those made inside ``optimizer.step()``
+    (Adam/AdamW reading their CPU step counters: not device syncs). Older runs get the
+    estimate of :data:`OPTIMIZER_STEP_ITEMS_PER_TENSOR` discounted instead.
+    """
+    if any("phase" in s for s in ctx.rank.host_syncs):
+        return [
+            {"op": s.get("op", "?"), "where": s.get("where", "?"), "count": int(s.get("count", 0))}
+            for s in ctx.rank.host_syncs
+            if s.get("phase") != "optimizer" and int(s.get("count", 0)) > 0
+        ]
     discount = _optimizer_item_calls(ctx)
     out = []
     for s in ctx.rank.host_syncs:
