@@ -82,6 +82,12 @@ def test_four_ranks_with_a_planted_straggler(tmp_path):
     data_ms = {r: sorted(s.phases_us["data"] for s in run.rank(r).steps)[1] / 1000 for r in run.ranks}
     assert data_ms[2] >= 75
     assert all(data_ms[r] < 40 for r in (0, 1, 3)), data_ms
+    # the merged analysis names the slow rank and its slow phase
+    analysis = topoprof.analyze(run, target="dgx-a100")
+    (straggler,) = [f for f in analysis.findings if f.id == "straggler-rank"]
+    assert straggler.title.startswith("Rank 2 is a straggler")
+    evidence = {e.name: e.value for e in straggler.evidence}
+    assert evidence["rank 2 slow phase"] == "data"
 
 
 def test_a_rank_that_dies_leaves_the_others_readable(tmp_path):
@@ -100,6 +106,8 @@ def test_a_rank_that_dies_leaves_the_others_readable(tmp_path):
     assert run.manifest.ranks == [0] and run.missing_ranks == [1]
     assert run.manifest.status.startswith("failed")
     assert [s.index for s in run.rank(0).steps] == [2]  # step 2 finished everywhere; step 3 never did
+    analysis = topoprof.analyze(run, target="dgx-a100")
+    assert any("ranks [1]" in note and "no data" in note for note in analysis.notes)
 
 
 def test_two_nodes_on_one_machine_merge_into_one_run(tmp_path):
