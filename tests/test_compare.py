@@ -175,7 +175,7 @@ def test_comparison_renders_to_json_and_markdown(two_runs, tmp_path):
     assert doc["only_in_a"] == ["old"] and doc["only_in_b"] == ["new"]
     assert [p["phase"] for p in doc["phases"]] == list(PHASES)
     md = topoprof.write_report(c, tmp_path / "diff.md").read_text()
-    assert "Speed-up (A step / B step): 2×" in md and "`old`" in md
+    assert "Speed-up (A step / B step): 2.00×" in md and "`old`" in md
     html = topoprof.write_report(c, tmp_path / "diff.html").read_text()
     assert 'id="report-data"' in html and "fp32" in html
 
@@ -188,7 +188,7 @@ def test_cli_compare_writes_html_and_prints_markdown(two_runs, tmp_path):
     cli = [sys.executable, "-m", "topoprof", "compare", str(tmp_path / "a"), str(tmp_path / "b")]
     proc = subprocess.run([*cli, "-o", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert out.exists() and "speed-up A/B: 2×" in proc.stdout
+    assert out.exists() and "speed-up A/B: 2.00×" in proc.stdout
     proc = subprocess.run(cli, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("# topoprof comparison: fp32 (A) vs bf16 (B)")

@@ -202,6 +202,23 @@ def test_graph_of_1000_layers_folds_unfolds_and_the_table_pages(browser, tmp_pat
         p.close()
 
 
+def test_a_run_without_edges_lists_its_layers_one_per_row(browser, tmp_path):
+    run = synthetic_run(20)
+    run.rank(0).edges = []  # as profiled with capture_graph=False
+    path = topoprof.write_report(topoprof.analyze(run), tmp_path / "noedges.html", run=run)
+    p = Page(browser, path)
+    try:
+        nodes = int(p.page.get_attribute("#graph-box", "data-nodes"))
+        assert nodes == sum(m.leaf for m in run.rank(0).modules) + 2
+        w, h = p.page.evaluate("(() => { const s = document.querySelector('#graph-box svg'); "
+                               "return [+s.getAttribute('width'), +s.getAttribute('height')]; })()")
+        assert h > 5 * w  # a column, not a row of 27 nodes
+        assert "no tensor edges" in p.page.inner_text("#graph")
+        p.check_clean()
+    finally:
+        p.close()
+
+
 def test_per_rank_view_of_a_multi_rank_run(browser, tmp_path):
     run = synthetic_run(40, ranks=4)
     del run.ranks[2]

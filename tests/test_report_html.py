@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -204,6 +205,9 @@ def test_write_report_takes_analyses_runs_and_run_directories(tmp_path):
     d = topoprof.write_report(run, tmp_path / "d.txt")
     assert "Step breakdown by phase" in d.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.md", "c.json", "d.txt", "out", "run"]  # no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert a.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not mkstemp's 0600
     with pytest.raises(ValueError, match="never saved"):
         write_report(topoprof.analyze(synthetic_run(30)), tmp_path / "e.html")
     write_report(topoprof.analyze(run), tmp_path / "e.html", run=run)

@@ -13,7 +13,7 @@ import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..run import PHASES
-from .html import fmt_bytes, fmt_pct, fmt_ratio, fmt_si, fmt_signed_us, fmt_us, fmt_value
+from .html import fmt_bytes, fmt_pct, fmt_rate, fmt_ratio, fmt_si, fmt_signed_us, fmt_us, fmt_value
 
 __all__ = ["render_markdown", "render_comparison_markdown", "md_escape", "TOP_LAYERS"]
 
@@ -71,8 +71,8 @@ def render_markdown(d: Mapping[str, Any]) -> str:
         out += [f"> **Run status:** {md_escape(r['status'])}", ""]
     if r["missing_ranks"]:
         out += [f"> **Ranks without data:** {', '.join(str(x) for x in r['missing_ranks'])}", ""]
-    thr = (f"{s['samples_per_s']:.4g} samples/s ({s['steps_per_s']:.3g} steps/s, batch {s['batch_size']})"
-           if s["samples_per_s"] is not None else f"{(s['steps_per_s'] or 0):.3g} steps/s")
+    thr = (f"{fmt_rate(s['samples_per_s'], ' samples/s')} ({fmt_rate(s['steps_per_s'], ' steps/s')}, "
+           f"batch {s['batch_size']})" if s["samples_per_s"] is not None else fmt_rate(s["steps_per_s"], " steps/s"))
     out += ["## Summary", ""]
     out += _table(["", ""], [
         ["model", f"{md_escape(s['model'])} ({s['layers']} layers, {s['modules']} modules)"],
@@ -169,7 +169,7 @@ def render_comparison_markdown(d: Mapping[str, Any]) -> str:
     out += _table(["", "A", "B", "B − A", "B / A"], [
         ["median step", fmt_us(s["step_us"]["a"]), fmt_us(s["step_us"]["b"]), fmt_signed_us(s["step_us"]["diff"]),
          fmt_ratio(s["step_us"]["ratio"])],
-        *([["samples/s", f"{s['samples_per_s']['a']:.4g}", f"{s['samples_per_s']['b']:.4g}", "",
+        *([["samples/s", fmt_rate(s["samples_per_s"]["a"], ""), fmt_rate(s["samples_per_s"]["b"], ""), "",
             fmt_ratio(s["samples_per_s"]["ratio"])]] if s["samples_per_s"]["a"] and s["samples_per_s"]["b"] else []),
         *([[p["phase"], fmt_us(p["us"]["a"]), fmt_us(p["us"]["b"]), fmt_signed_us(p["us"]["diff"]),
             fmt_ratio(p["us"]["ratio"])] for p in d["phases"]]),

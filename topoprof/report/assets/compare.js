@@ -7,7 +7,10 @@
   var fmtUs = T.fmtUs, el = T.el;
   function si(v) { return T.fmtSi(v, ''); }
   function signedUs(v) { return T.isNum(v) ? (v > 0 ? '+' : v < 0 ? '−' : '±') + fmtUs(Math.abs(v)) : '–'; }
-  function ratio(v) { return T.isNum(v) ? T.p3(v) + '×' : '–'; }
+  function ratio(v) {
+    if (!T.isNum(v)) return '–';
+    return (Math.abs(v) >= 100 ? Math.round(v).toLocaleString('en-US') : v.toPrecision(3)) + '×';
+  }
   var WHERE = { both: 'A, B', only_a: 'A only', only_b: 'B only' };
   var statusSel = document.getElementById('layer-status');
   var leavesBox = document.getElementById('layer-leaves');

@@ -239,7 +239,7 @@
       if (n === IN || (preds[n] || []).length) return;
       var s = succs[n] || [];
       if (s.length && !(after[n] || []).length) layer[n] = Math.max(0, Math.min.apply(null, s.map(function (x) { return layer[x]; })) - 1);
-      else if (i > 0) layer[n] = layer[names[i - 1]];
+      else if (i > 0) layer[n] = layer[names[i - 1]] + 1;  // unconnected: listed in order, one per row
     });
     var byLayer = [];
     names.forEach(function (n) { (byLayer[layer[n]] = byLayer[layer[n]] || []).push(n); });
@@ -413,7 +413,8 @@
       legend.appendChild(document.createTextNode(' ' + fmtUs(maxT) + ' per step (self time; folded groups: inclusive)'));
     }
     if (info) info.textContent = names.length + ' nodes, ' + edges.length + ' edges shown; ' +
-      layers.filter(function (l) { return l.leaf; }).length + ' layers in all';
+      layers.filter(function (l) { return l.leaf; }).length + ' layers in all' +
+      (G.edges.length ? '' : ' (the run holds no tensor edges, e.g. profiled without graph capture: layers in module order)');
     if (depthSel) {
       var f = Object.keys(folded);
       var dmin = f.length ? Math.min.apply(null, f.map(function (k) { return mods[k].depth || 0; })) : null;
