@@ -324,18 +324,23 @@
       defs.appendChild(mk);
     });
     svg.appendChild(defs);
-    var gGroups = sel('g'), gEdges = sel('g'), gNodes = sel('g');
-    svg.appendChild(gGroups); svg.appendChild(gEdges); svg.appendChild(gNodes);
+    // groups under the edges, their labels over them (an edge passing a label hides behind it)
+    var gGroups = sel('g'), gEdges = sel('g'), gLabels = sel('g'), gNodes = sel('g');
+    svg.appendChild(gGroups); svg.appendChild(gEdges); svg.appendChild(gLabels); svg.appendChild(gNodes);
     groups.sort(function (a, b) { return a.depth - b.depth; }).forEach(function (g) {
       var gg = sel('g', { 'class': 'group' });
       var w = g._right - g._left;
       gg.appendChild(sel('rect', { x: g._left + ox, y: g._top, width: w, height: g._bottom - g._top, rx: 7 }));
       var t = fmtUs((g.fwd_us || 0) + (g.bwd_us || 0));
-      var label = sel('text', { 'class': 'glabel', x: g._left + ox + 8, y: g._top + 13 },
-        clip(g._label, Math.max(6, Math.floor((w - 12) / CHAR_W))));
+      var text = clip(g._label, Math.max(6, Math.floor((w - 12) / CHAR_W)));
+      var lg = sel('g', { 'class': 'group' });
+      lg.appendChild(sel('rect', { 'class': 'glabelbg', x: g._left + ox + 4, y: g._top + 2, height: 15,
+        width: Math.min(w - 8, text.length * CHAR_W + 8), rx: 3 }));
+      var label = sel('text', { 'class': 'glabel', x: g._left + ox + 8, y: g._top + 13 }, text);
       label.appendChild(sel('title', null, g.name + ' (' + g.kind + '): ' + t + ' fwd+bwd inclusive. Click to fold.'));
       label.addEventListener('click', function () { toggle(g.name); });
-      gg.appendChild(label);
+      lg.appendChild(label);
+      gLabels.appendChild(lg);
       gGroups.appendChild(gg);
     });
     function cx(n) { return x[n] + ox; }
