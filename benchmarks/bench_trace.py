@@ -16,9 +16,10 @@ size: copy ``k`` (the last one possibly cut short) shifts every timestamp by ``k
 Kineto's indented layout, so a "100 MB" trace holds more events than a Kineto file of that size:
 the comparison is conservative). The files are cached in ``--dir``.
 
-Each measurement runs in a fresh subprocess, which reports its wall time and its peak resident
-memory (``ru_maxrss`` of itself and of any worker processes it started) minus its resident
-memory after imports. Loaders measured (each only if installed; otherwise "not installed"):
+Each measurement runs in a fresh subprocess, after the file has been read once into the page
+cache, and reports its wall time and its peak resident memory (``ru_maxrss`` of itself and of
+any worker processes it started) minus its resident memory after imports. Runs shorter than
+10 s are repeated (best of ``--repeat``). Loaders measured (each only if installed; otherwise "not installed"):
 
 - ``topoprof``: :func:`topoprof.trace.summarize_trace` (parse + attribution + summary; it
   skips the ops' ``Input Dims``, which the summary does not use);
@@ -57,6 +58,8 @@ DEFAULT_DIR = Path("/tmp/topoprof-bench-traces")
 TOOLS = ("topoprof", "json", "hta", "tb")
 #: Per measurement wall-clock limit, seconds.
 MEASURE_TIMEOUT_S = 3600
+#: Measurements faster than this are repeated (best of ``--repeat``), seconds.
+REPEAT_BELOW_S = 10.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +298,31 @@ def measure(tool: str, path: Path) -> dict[str, Any]:
             "extra_bytes": max(peak - base, 0), "result": result}
 
 
+def _warm_page_cache(path: Path) -> None:
+    """Read the file once so that every loader starts from the page cache (otherwise the
+    first loader measured after a memory-hungry one pays the disk reads)."""
+    with open(path, "rb") as f:
+        while f.read(8 * MB):
+            pass
+
+
+def _measure_best(tool: str, path: Path, repeat: int) -> dict[str, Any] | str:
+    """The fastest of up to ``repeat`` runs (runs shorter than :data:`REPEAT_BELOW_S` are
+    repeated; on a shared machine the minimum is the least disturbed)."""
+    best: dict[str, Any] | str | None = None
+    for _ in range(max(repeat, 1)):
+        _warm_page_cache(path)
+        r = _measure_in_subprocess(tool, path)
+        if isinstance(r, str):
+            return r
+        if best is None or r["seconds"] < best["seconds"]:
+            best = r
+        if r["seconds"] >= REPEAT_BELOW_S:
+            break
+    assert best is not None
+    return best
+
+
 def _measure_in_subprocess(tool: str, path: Path) -> dict[str, Any] | str:
     cmd = [sys.executable, __file__, "--measure", tool, str(path)]
     try:
@@ -313,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="10,100", help="trace sizes in MB, comma-separated")
     p.add_argument("--tools", default=",".join(TOOLS), help="loaders to measure")
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where traces are built and cached")
+    p.add_argument("--repeat", type=int, default=3, help="best of N runs for runs under 10 s")
     p.add_argument("--measure", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.measure:
@@ -331,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[(size, tool)] = "not installed"
                 print(f"{size:>6}MB {tool:>9}  not installed", flush=True)
                 continue
-            r = _measure_in_subprocess(tool, path)
+            r = _measure_best(tool, path, args.repeat)
             results[(size, tool)] = r
             if isinstance(r, str):
                 print(f"{size:>6}MB {tool:>9}  {r}", flush=True)
