@@ -242,3 +242,15 @@ def test_cli_report_writes_files_and_keeps_the_terminal_summary(tmp_path):
     for bad in (["-o", str(tmp_path / "r.pdf")], ["-o", str(tmp_path / "r.html"), "--target", "dgx-9000"]):
         proc = subprocess.run([*cli, *bad], capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_trace_mode_device_times_get_their_own_columns():
+    run = synthetic_run(30)
+    assert 'data-key="device_fwd_us"' not in render_html(report_document(run))
+    for m in run.rank(0).modules:
+        if m.leaf:
+            m.device_fwd_us, m.device_bwd_us, m.kernels = 10.0, 20.0, 3
+    doc = report_document(run)
+    assert next(x for x in doc["layers"] if x["leaf"])["device_bwd_us"] == 20.0
+    html = render_html(doc)
+    assert 'data-key="device_fwd_us"' in html and 'data-key="device_bwd_us"' in html

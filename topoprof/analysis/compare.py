@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -281,24 +282,26 @@ def _batch(run: Run) -> int | None:
 # --- deltas ------------------------------------------------------------------------------------
 
 
+def _num(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _pair(sa: LayerStat | None, sb: LayerStat | None, attr: str) -> Delta:
+    return Delta(_num(getattr(sa, attr)) if sa else None, _num(getattr(sb, attr)) if sb else None)
+
+
 def _layer_deltas(la: Sequence[LayerStat], lb: Sequence[LayerStat]) -> tuple[LayerDelta, ...]:
     a_by = {s.name: s for s in la}
     b_by = {s.name: s for s in lb}
     both: list[LayerDelta] = []
     one: list[tuple[float, LayerDelta]] = []
 
-    def num(x: float) -> float | None:
-        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
     for name in [*a_by, *(n for n in b_by if n not in a_by)]:
         sa, sb = a_by.get(name), b_by.get(name)
         status = "both" if sa and sb else ("only_a" if sa else "only_b")
         ref = sa or sb
         assert ref is not None
-
-        def pair(attr: str) -> Delta:
-            return Delta(num(getattr(sa, attr)) if sa else None, num(getattr(sb, attr)) if sb else None)
-
+        pair = partial(_pair, sa, sb)
         d = LayerDelta(
             name=name,
             kind=ref.kind,

@@ -70,8 +70,6 @@ DEFAULT_TARGET = "dgx-a100"
 
 _US_PER_S = 1e6
 _ASSETS = "assets"
-_GRAPH_INPUT = "input"
-_GRAPH_OUTPUT = "output"
 
 
 # ==============================================================================================
@@ -130,7 +128,7 @@ def _split(subject: Any, run: Run | None, target: str | None) -> tuple[Run, Any]
 
         return subject, analyze(subject, target=target or DEFAULT_TARGET)
     if _is_analysis(subject):
-        if target is not None and target != getattr(subject, "target", target):
+        if target is not None:
             from ..hardware import get_target
 
             if get_target(target).name != subject.target:
@@ -161,22 +159,15 @@ def _versions_text(versions: Mapping[str, Any]) -> str:
 
 
 def _depths(rank: RankData) -> dict[str, int]:
+    """Nesting depth of every module (the root is 0); a parent cycle in a corrupt file stops."""
     parents = {m.name: m.parent for m in rank.modules}
     out: dict[str, int] = {}
-
-    def depth(name: str) -> int:
-        if name in out:
-            return out[name]
-        seen = 0
-        cur: str | None = parents.get(name)
-        while cur is not None and seen <= len(parents):
-            seen += 1
-            cur = parents.get(cur)
-        out[name] = seen
-        return seen
-
     for m in rank.modules:
-        depth(m.name)
+        depth, cur = 0, m.parent
+        while cur is not None and depth <= len(parents):
+            depth += 1
+            cur = parents.get(cur)
+        out[m.name] = depth
     return out
 
 
@@ -505,8 +496,7 @@ def report_document(
     rank = run.rank(analysis.rank)
     order = _graph_order(rank)
     b = analysis.breakdown
-    root = next((s for s in analysis.layers if s.name == ""), None) or next(
-        (s for s in analysis.layers if not any(m.name == s.name and m.parent for m in rank.modules)), None)
+    root = next((s for s in analysis.layers if s.name == ""), None)  # the model: qualified name ""
     flops = root.flops if root is not None else sum(s.flops for s in analysis.layers if s.leaf)
     params = root.params if root is not None else sum(s.params for s in analysis.layers if s.leaf)
     model = run.manifest.tags.get("model") or (root.kind if root is not None else "?")

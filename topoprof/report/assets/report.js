@@ -18,6 +18,8 @@
   var leavesBox = document.getElementById('layer-leaves');
   var rowByName = {};
   var layerTable = null;
+  // trace mode: the device time of each layer's own kernels gets two columns (as in the template)
+  var hasDevice = layers.some(function (l) { return isNum(l.device_fwd_us); });
   var tableEl = document.getElementById('layer-table');
   if (tableEl) {
     layerTable = T.makeTable({
@@ -51,7 +53,11 @@
         { key: 'fwd_us', fmt: fmtUs },
         { key: 'bwd_us', fmt: fmtUs },
         { key: 'self_fwd_us', fmt: fmtUs },
-        { key: 'self_bwd_us', fmt: fmtUs },
+        { key: 'self_bwd_us', fmt: fmtUs }
+      ].concat(hasDevice ? [
+        { key: 'device_fwd_us', fmt: fmtUs },
+        { key: 'device_bwd_us', fmt: fmtUs }
+      ] : []).concat([
         { key: 'self_us', fmt: fmtUs },
         { key: 'share', fmt: fmtPct },
         { key: 'flops', fmt: si },
@@ -65,7 +71,7 @@
           return td;
         } },
         { key: 'params', fmt: si }
-      ]
+      ])
     });
     if (leavesBox) leavesBox.addEventListener('change', layerTable.refresh);
   }
