@@ -147,3 +147,13 @@ def test_cli_report_prints_the_summary(saved_run):
     proc = subprocess.run(["topoprof", "report", str(saved_run.path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "Step breakdown by phase" in proc.stdout and "body.0" in proc.stdout
+
+
+def test_run_files_get_the_usual_permissions(saved_run):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in saved_run.path.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p

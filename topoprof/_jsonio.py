@@ -19,6 +19,19 @@ from .errors import RunFormatError
 __all__ = ["write_json_atomic", "read_json", "write_bytes_atomic"]
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file (0o666 less the umask), without changing the
+    umask (``os.umask`` can only be read by setting it, which races with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, tmp_prefix: str | None = None) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename.
 
@@ -30,6 +43,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, tmp_prefix: st
     prefix = tmp_prefix if tmp_prefix is not None else f".{path.name}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files; runs are shared, like any file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -17,7 +17,7 @@ from typing import Union
 import networkx as nx
 
 from ..errors import AnalysisInputError
-from ..hardware import System, get_target, gpu_nodes, read_topology
+from ..hardware import SYSTEMS, System, get_target, gpu_nodes, read_topology
 from ..run import Run, build_graph, load
 from .breakdown import LayerStat, StepBreakdown, layer_stats, step_breakdown
 from .critical_path import CriticalPath, critical_path, node_self_us
@@ -31,6 +31,18 @@ from .rules import REGISTRY, RuleContext, run_rules
 __all__ = ["Analysis", "analyze"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class SystemProjection:
+    """The projection of the analysed run onto one DGX system."""
+
+    target: str
+    display: str
+    gpu: str
+    gpus_per_node: int
+    interconnect: str
+    projection: Projection
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,9 @@ class Analysis:
         roofline: per-layer roofline on the target (layers with work of their own).
         critical_path: the heaviest input-to-output chain of layers by measured self time.
         projection: the step on 1..N GPUs and nodes of the target, by precision, and memory.
+        system_projections: the same projection on every DGX system of the catalogue, in
+            catalogue order (a bare-GPU target first), for side-by-side tables; the job's GPU
+            set (``gpus``) applies to the analysed target only.
         findings: the rules' findings, ranked by estimated saving.
         notes: what could not be analysed and why.
     """
@@ -67,6 +82,12 @@ class Analysis:
     projection: Projection
     findings: tuple[Finding, ...]
     notes: tuple[str, ...] = ()
+    system_projections: tuple[SystemProjection, ...] = ()
+
+    @property
+    def target_projection(self) -> SystemProjection:
+        """The entry of :attr:`system_projections` for the analysed target."""
+        return next(sp for sp in self.system_projections if sp.target == self.target)
 
     @property
     def finding_ids(self) -> tuple[str, ...]:
@@ -179,9 +200,23 @@ def analyze(
                       costs=costs, roofline=roof, projection=projection, launch_overhead_us=launch,
                       batch_size=batch, topology=graph, device=device)
     findings = run_rules(ctx)
+    systems = []
+    names = list(SYSTEMS) if system.name in SYSTEMS else [system.name, *SYSTEMS]
+    for name in names:  # catalogue order; a bare-GPU target first
+        other = get_target(name)
+        if other.name == system.name:
+            other_proj = projection
+        else:
+            other_launch = (options.launch_overhead_us if options.launch_overhead_us is not None
+                            else other.gpu.launch_overhead_us)
+            other_roof = layer_roofline(costs, other.gpu, rank.settings, other_launch)
+            other_proj = project(rank, other, options.with_(gpus=None), costs, other_roof, other_launch,
+                                 batch_size=batch)
+        systems.append(SystemProjection(other.name, other.display_name, other.gpu.display_name, other.gpu_count,
+                                        other.interconnect, other_proj))
     return Analysis(
         run_name=run.manifest.name, run_path=str(run.path) if run.path is not None else None, rank=rank.rank,
         ranks=tuple(run.ranks), target=system.name, target_display=system.display_name, options=options,
         batch_size=batch, breakdown=breakdown, layers=layers, roofline=roof, critical_path=path,
-        projection=projection, findings=findings, notes=_notes(ctx),
+        projection=projection, findings=findings, notes=_notes(ctx), system_projections=tuple(systems),
     )

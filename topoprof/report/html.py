@@ -334,10 +334,10 @@ def _step_row(s: Any) -> dict[str, Any]:
 def _projection_of(system: Any, proj: Any) -> dict[str, Any]:
     mem = proj.memory
     return {
-        "target": system.name,
-        "display": system.display_name,
-        "gpu": system.gpu.display_name,
-        "gpus_per_node": system.gpu_count,
+        "target": system.target,
+        "display": system.display,
+        "gpu": system.gpu,
+        "gpus_per_node": system.gpus_per_node,
         "interconnect": system.interconnect,
         "rows": [_step_row(s) for s in proj.scaling],
         "memory": {
@@ -350,35 +350,9 @@ def _projection_of(system: Any, proj: Any) -> dict[str, Any]:
     }
 
 
-def projections_by_system(run: Run, analysis: Any, systems: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """The data-parallel projection (1, 2, 4, 8... GPUs and nodes) on every DGX system.
-
-    The analysis holds the projection for its own target; the other systems are projected here
-    with the analysis's own functions (:func:`topoprof.analysis.projection.project` over the
-    same per-layer costs and options), so the table compares like with like.
-    """
-    from ..analysis.projection import project
-    from ..analysis.roofline import layer_roofline
-    from ..hardware import SYSTEMS, get_target
-
-    rank = run.rank(analysis.rank)
-    costs = tuple(r.cost for r in analysis.roofline if r.cost is not None)
-    out = []
-    names = list(systems) if systems is not None else list(SYSTEMS)
-    if analysis.target not in names:
-        names.insert(0, analysis.target)
-    for name in names:
-        system = get_target(name)
-        if system.name == analysis.target:
-            proj = analysis.projection
-        else:
-            opts = analysis.options
-            launch = opts.launch_overhead_us if opts.launch_overhead_us is not None else system.gpu.launch_overhead_us
-            roof = layer_roofline(costs, system.gpu, rank.settings, launch)
-            # The job's GPU set belongs to the analysed target only.
-            proj = project(rank, system, opts.with_(gpus=None), costs, roof, launch, batch_size=analysis.batch_size)
-        out.append(_projection_of(system, proj))
-    return out
+def projections_by_system(analysis: Any) -> list[dict[str, Any]]:
+    """The projection table of every DGX system, as :func:`topoprof.analyze` computed it."""
+    return [_projection_of(sp, sp.projection) for sp in analysis.system_projections]
 
 
 def _roofline_section(analysis: Any) -> dict[str, Any]:
@@ -475,7 +449,6 @@ def report_document(
     *,
     run: Run | None = None,
     target: str | None = None,
-    systems: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """The report document of an analysis (or of a run, analysed on ``target``).
 
@@ -485,7 +458,6 @@ def report_document(
         run: the analysed run, when ``subject`` is an analysis of a run never saved (otherwise it
             is loaded from the analysis's ``run_path``).
         target: hardware target for a run (default :data:`DEFAULT_TARGET`).
-        systems: DGX systems of the projection table (default: every DGX system).
 
     Returns:
         A JSON-ready dict with stable keys: ``format``, ``format_version``, ``generator``,
@@ -502,7 +474,7 @@ def report_document(
     model = run.manifest.tags.get("model") or (root.kind if root is not None else "?")
     step_s = b.step_us / _US_PER_S if b.step_us else None
     proj = analysis.projection
-    target_projection = _projection_of(_system(analysis.target), proj)
+    target_projection = _projection_of(analysis.target_projection, proj)
     target_projection.update({
         "phases": [{"phase": p.phase, "measured_us": _num(p.measured_us), "projected_us": _num(p.projected_us),
                     "bound": p.bound} for p in proj.phases],
@@ -543,7 +515,7 @@ def report_document(
         "analysis": {
             "target": analysis.target,
             "target_display": analysis.target_display,
-            "gpu": _system(analysis.target).gpu.display_name,
+            "gpu": analysis.target_projection.gpu,
             "notes": list(analysis.notes),
         },
         "findings": [_finding(f) for f in analysis.findings],
@@ -552,16 +524,10 @@ def report_document(
         "roofline": _roofline_section(analysis),
         "projection": {
             "target": target_projection,
-            "systems": projections_by_system(run, analysis, systems),
+            "systems": projections_by_system(analysis),
         },
         "ranks": _rank_rows(run),
     }
-
-
-def _system(name: str) -> Any:
-    from ..hardware import get_target
-
-    return get_target(name)
 
 
 # --- comparison ---------------------------------------------------------------------------------
