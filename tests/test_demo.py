@@ -24,6 +24,11 @@ def test_demo_saves_the_run_and_prints_breakdown_and_top_layers(tmp_path, runner
         assert f"│ {phase} " in text
     assert "Top layers by self time" in text and "Conv2d" in text
     assert f"run saved in {out}" in text
+    assert "Top findings on DGX A100" in text
+    report = out / "report.html"
+    assert f"report: {report}" in text
+    html = report.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "layer1.0.conv1" in html
     run = topoprof.load(out)
     assert len(run.rank().steps) == 3 and run.manifest.status == "complete"
     assert run.manifest.tags["model"] == "ResNetSmall"

@@ -23,6 +23,7 @@ from ..projection import Projection
 from ..roofline import LayerCost, LayerRoofline
 
 __all__ = [
+    "percent",
     "WHERE",
     "TENSOR_CORE_MIN_SM",
     "RuleContext",
@@ -127,6 +128,13 @@ def rule(rule_id: str, where: tuple[str, ...], origin: str) -> Callable[[Rule], 
         return func
 
     return register
+
+
+def percent(frac: float) -> str:
+    """A fraction as a percentage for titles: ``0.456`` -> ``"46 %"``, ``0.003`` -> ``"under 1 %"``."""
+    if 0 < frac < 0.005:
+        return "under 1 %"
+    return f"{frac * 100:.0f} %"
 
 
 def severity_for(saving_frac: float | None, options: AnalysisOptions, default: str = "low") -> str:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from ..breakdown import top_layers
 from ..findings import Evidence, Finding, Recommendation, Saving
 from ..roofline import LayerRoofline, fused_time_us, roofline_point
-from .base import RuleContext, has_tensor_cores, phase_stat, rule, severity_for
+from .base import RuleContext, has_tensor_cores, percent, phase_stat, rule, severity_for
 
 __all__ = [
     "MAX_LAYER_EVIDENCE",
@@ -37,9 +37,6 @@ _TC_PRECISIONS = ("tf32", "bf16-fp16", "fp8")
 _CONV2D_KINDS = frozenset({"Conv2d", "LazyConv2d", "ConvTranspose2d"})
 _NCHW = "contiguous"
 
-
-def _pct(frac: float) -> str:
-    return f"{frac * 100:.0f} %"
 
 
 def _share(us: float, step_us: float) -> float:
@@ -76,7 +73,7 @@ def hot_layers(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="hot-layers",
         severity="info",
-        title=f"{len(chosen)} layer(s) take {_pct(acc)} of the step",
+        title=f"{len(chosen)} layer(s) take {percent(acc)} of the step",
         evidence=tuple(evidence),
         recommendation=Recommendation(
             "Optimise these layers first, each for its bound: compute-bound ones with reduced precision "
@@ -136,8 +133,8 @@ def fp32_matmul(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="fp32-matmul",
         severity=severity_for(saving.frac, ctx.options),
-        title=(f"{_pct(fp32)} of matmul/conv FLOPs run in float32 on a tensor-core GPU"
-               + (f" ({_pct(by.get('tf32', 0.0) / total)} of all as TF32)" if by.get("tf32") else "")),
+        title=(f"{percent(fp32)} of matmul/conv FLOPs run in float32 on a tensor-core GPU"
+               + (f" ({percent(by.get('tf32', 0.0) / total)} of all as TF32)" if by.get("tf32") else "")),
         evidence=tuple(evidence),
         recommendation=rec,
         saving=saving,
@@ -265,7 +262,7 @@ def memory_bound_layers(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="memory-bound-layers",
         severity=severity_for(_share(saved, step), ctx.options),
-        title=f"Memory-bound layers take {_pct(share)} of the projected step on {ctx.target.name}",
+        title=f"Memory-bound layers take {percent(share)} of the projected step on {ctx.target.name}",
         evidence=tuple(evidence),
         recommendation=Recommendation(
             "Cut memory traffic: fuse elementwise and normalisation layers into their neighbours "
@@ -371,7 +368,7 @@ def optimizer_unfused(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="optimizer-unfused",
         severity=severity_for(frac, ctx.options, "low"),
-        title=f"The optimizer ({kinds}) takes {_pct(opt_phase.share)} of the step without fused or foreach kernels",
+        title=f"The optimizer ({kinds}) takes {percent(opt_phase.share)} of the step without fused or foreach kernels",
         evidence=(Evidence("optimizer phase", opt_phase.median_us, "us"),
                   Evidence("optimizer share of step", opt_phase.share, "frac"),
                   Evidence("parameters", sum(int(o.get("params") or 0) for o in unfused), "params"),
@@ -407,7 +404,7 @@ def compile_candidate(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="compile-candidate",
         severity=severity_for(_share(saved, step), ctx.options),
-        title=f"Pointwise and normalisation ops take {_pct(share)} of the projected step in eager mode",
+        title=f"Pointwise and normalisation ops take {percent(share)} of the projected step in eager mode",
         evidence=(Evidence("pointwise share of projected step", share, "frac"),
                   Evidence("pointwise kernels per step", ops, "count"),
                   Evidence("projected fusion saving", saved, "us")),

@@ -7,7 +7,7 @@ from ...hardware import missing_nvlinks, ring_plan
 from ...run import PHASES, RankData, median
 from ..findings import Evidence, Finding, Recommendation, Saving
 from ..projection import StepProjection
-from .base import RuleContext, rule, severity_for
+from .base import RuleContext, percent, rule, severity_for
 
 __all__ = [
     "DATAPARALLEL_KINDS",
@@ -32,9 +32,6 @@ _NCCL = "nccl"
 _GB = 1e9
 _MS = 1e3
 
-
-def _pct(frac: float) -> str:
-    return f"{frac * 100:.0f} %"
 
 
 @rule("dataparallel", ("cpu",), "TB")
@@ -125,7 +122,7 @@ def _measured_comm(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="comm-exposed",
         severity=severity_for(share, ctx.options),
-        title=f"Measured gradient all-reduce leaves {_pct(share)} of the step exposed (DDP, {backend})",
+        title=f"Measured gradient all-reduce leaves {percent(share)} of the step exposed (DDP, {backend})",
         evidence=tuple(evidence),
         recommendation=_COMM_RECOMMENDATION,
         saving=Saving(share, "the measured all-reduce time not overlapped by backward (DDP comm hook timing), over "
@@ -158,7 +155,7 @@ def comm_exposed(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="comm-exposed",
         severity=severity_for(sp.exposed_comm_frac, ctx.options),
-        title=(f"Gradient all-reduce on {sp.label} of {ctx.target.name} leaves {_pct(sp.exposed_comm_frac)} of the "
+        title=(f"Gradient all-reduce on {sp.label} of {ctx.target.name} leaves {percent(sp.exposed_comm_frac)} of the "
                f"step exposed ({sp.comm_bound}-bound)"),
         evidence=(Evidence("gradient bytes", proj.gradient_bytes, "bytes"),
                   Evidence("DDP buckets per backward", sp.buckets, "count"),
@@ -318,7 +315,7 @@ def scaling(ctx: RuleContext) -> list[Finding]:
         id="scaling",
         severity="medium",
         title=(f"Projected data-parallel efficiency on {full.label} of {ctx.target.name} is "
-               f"{_pct(full.efficiency_frac)} ({full.bound}-bound)"),
+               f"{percent(full.efficiency_frac)} ({full.bound}-bound)"),
         evidence=tuple(evidence),
         recommendation=Recommendation(f"Fix what bounds the multi-GPU step: {fix}.", ""),
         saving=Saving(None, "not a saving of the one-GPU step (rules.md gives none): see the efficiency"),

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...run import median
 from ..findings import Evidence, Finding, Recommendation, Saving
-from .base import OUTSIDE_MODEL, RuleContext, phase_stat, rule, severity_for
+from .base import OUTSIDE_MODEL, RuleContext, percent, phase_stat, rule, severity_for
 
 __all__ = [
     "LOADER_TAGS",
@@ -41,9 +41,6 @@ _STEP_COUNTER_OPTIMIZERS = frozenset({"Adam", "AdamW"})
 _ITEM_OP = "item"
 
 
-def _pct(frac: float) -> str:
-    return f"{frac * 100:.0f} %"
-
 
 # --- input-bound ---------------------------------------------------------------------------------
 
@@ -68,7 +65,7 @@ def input_bound(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="input-bound",
         severity=severity_for(share, ctx.options),
-        title=f"The training loop waits for data {_pct(share)} of the step",
+        title=f"The training loop waits for data {percent(share)} of the step",
         evidence=tuple(evidence),
         recommendation=Recommendation(
             "Load and augment batches in worker processes ahead of the step: num_workers > 0, "
@@ -219,7 +216,7 @@ def step_variance(ctx: RuleContext) -> list[Finding]:
         Evidence("outlier steps", len(outliers), "count"),
     ]
     evidence += [Evidence(f"step {s.index}", s.duration_us, "us") for s in outliers]
-    what = f"{len(outliers)} outlier step(s)" if outliers else f"coefficient of variation {_pct(cv)}"
+    what = f"{len(outliers)} outlier step(s)" if outliers else f"coefficient of variation {percent(cv)}"
     return [Finding(
         id="step-variance",
         severity=severity_for(frac, ctx.options),
@@ -284,7 +281,7 @@ def launch_bound(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="launch-bound",
         severity=severity_for(saving.frac, ctx.options),
-        title=f"Launch-bound: {_pct(share)} of the projected step is in kernels shorter than their launch",
+        title=f"Launch-bound: {percent(share)} of the projected step is in kernels shorter than their launch",
         evidence=tuple(evidence),
         recommendation=Recommendation(
             "Launch fewer, larger kernels: capture the step in CUDA Graphs (torch.compile mode="
@@ -355,7 +352,7 @@ def gpu_idle(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="gpu-idle",
         severity=severity_for(idle, ctx.options),
-        title=f"The GPU is idle {_pct(idle)} of the step",
+        title=f"The GPU is idle {percent(idle)} of the step",
         evidence=tuple(evidence),
         recommendation=Recommendation(f"Follow the largest idle cause: {cause}.", ""),
         saving=Saving(idle, "upper bound: all measured device idle time, over the measured step"),

@@ -8,7 +8,7 @@ import math
 
 from ..findings import Evidence, Finding, Recommendation, Saving
 from ..projection import MemoryProjection, single_gpu_step
-from .base import RuleContext, rule, severity_for
+from .base import RuleContext, percent, rule, severity_for
 
 __all__ = ["memory_at_limit", "model_exceeds_gpu", "memory_underused", "memory_evidence"]
 
@@ -129,7 +129,7 @@ def memory_underused(ctx: RuleContext) -> list[Finding]:
     return [Finding(
         id="memory-underused",
         severity=severity_for(saving.frac, ctx.options, "low"),
-        title=f"Training would use {mem.used_frac * 100:.0f} % of the {ctx.gpu.display_name}'s memory",
+        title=f"Training would use {percent(mem.used_frac)} of the {ctx.gpu.display_name}'s memory",
         evidence=tuple(evidence),
         recommendation=Recommendation(
             f"Raise the batch size{target_batch} to amortise launches and parameter traffic; scale the learning "
