@@ -156,3 +156,34 @@ def test_no_ranges_without_a_profile(tmp_path, nvtx_recorder_lib):
     )
     rec = run_recorded(code, tmp_path, lib=nvtx_recorder_lib)
     assert [e for e in rec.events if e.domain == "topoprof"] == []
+
+
+def test_ranges_stay_balanced_when_backward_raises_and_training_goes_on(tmp_path, nvtx_recorder_lib):
+    code = PRELUDE + textwrap.dedent(
+        """
+        class Fail(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x.clone()
+            @staticmethod
+            def backward(ctx, g):
+                raise RuntimeError("no")
+
+        model = Net()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with topoprof.profile(model, "run", steps=3, skip_first=1, tensorboard=False) as prof:
+            for i in range(5):
+                out = model(torch.randn(3, 4)).sum()
+                try:
+                    (Fail.apply(out) if i == 2 else out).backward()
+                except RuntimeError:
+                    pass
+                opt.step()
+                opt.zero_grad()
+                prof.step()
+        """
+    )
+    rec = run_recorded(code, tmp_path, lib=nvtx_recorder_lib)
+    (main,) = range_forest(rec.events).values()  # balanced, or it raises
+    assert [n.name for n in main] == ["step 0", "step 1", "step 2", "step 3"]
+    assert all(end is not None for _, end in process_ranges(rec.events).values())

@@ -234,3 +234,67 @@ def test_fake_clock_profile_is_deterministic_across_runs(tmp_path):
         return [(m.name, m.fwd_us, m.bwd_us) for m in prof.run.rank().modules]
 
     assert once(tmp_path / "a") == once(tmp_path / "b")
+
+
+class FailingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("backward failed")
+
+
+@pytest.mark.parametrize("manual", [True, False])
+def test_a_caught_exception_in_backward_does_not_wedge_the_profile(tmp_path, manual):
+    model = MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with topoprof.profile(model, tmp_path / "r", steps=4, skip_first=1, tensorboard=False) as prof:
+        for i in range(6):
+            out = model(torch.randn(4, 8)).sum()
+            if i == 2:
+                try:
+                    FailingBackward.apply(out).backward()
+                except RuntimeError:
+                    pass  # the user skips this batch
+            else:
+                out.backward()
+            opt.step()
+            opt.zero_grad()
+            if manual:
+                prof.step()
+    steps = prof.run.rank().steps
+    assert len(steps) == 4 and prof.run.manifest.status == "complete"
+    assert all(s.forward_passes == 1 and s.optimizer_steps == 1 for s in steps)
+    assert [s.backward_passes for s in steps] == [1, 0, 1, 1]  # step 2: the failed pass never finished
+    assert all(prof.run.rank().module("head").fwd_us)
+
+
+def test_a_caught_exception_in_optimizer_step_does_not_wedge_the_profile(tmp_path):
+    class Flaky(torch.optim.SGD):
+        calls = 0
+
+        def step(self, closure=None):
+            Flaky.calls += 1
+            if Flaky.calls == 3:
+                raise FloatingPointError("nan in the update")
+            return super().step(closure)
+
+    model = MLP()
+    opt = Flaky(model.parameters(), lr=0.01)
+    profiler = topoprof.profile(model, tmp_path / "r", steps=4, skip_first=1, tensorboard=False)
+
+    @profiler
+    def train():
+        for _ in range(7):
+            model(torch.randn(4, 8)).sum().backward()
+            try:
+                opt.step()
+            except FloatingPointError:
+                pass
+            opt.zero_grad()
+
+    train()
+    steps = profiler.run.rank().steps
+    assert len(steps) == 4 and profiler.run.manifest.status == "complete"

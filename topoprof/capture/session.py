@@ -21,6 +21,7 @@ import datetime as _dt
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -241,6 +242,8 @@ class Profiler:
 
     def _begin_step(self, origin: Any, root_call: tuple[Any, Any] | None = None) -> None:
         idx = self._timer.step_index
+        if self._optimizer_depth and not _optimizer_running():
+            self._optimizer_depth = 0  # an optimizer.step() raised: its post-hook never ran
         if idx == self._capture_step:
             names = {info.name.split(".")[0] for info in self._table.infos if info.name}
             self._capture = GraphCapture(self._table, names, phase_of=lambda: self._timer.phase)
@@ -332,6 +335,8 @@ class Profiler:
         self._begin_step(self._clock.now(), root_call)
 
     def _before_root_forward(self, args: Any, kwargs: Any) -> None:
+        if self._optimizer_depth and not _optimizer_running():
+            self._optimizer_depth = 0  # an optimizer.step() raised: its post-hook never ran
         # Steps delimited by the optimizer: a forward pass after an optimizer step starts a new step.
         if not self._manual_steps and self._timer.optimizer_steps > 0:
             self._end_step(self._clock.now(), (args, kwargs))
@@ -507,6 +512,16 @@ def _install_sigterm_handler() -> Any:
         return None
     signal.signal(signal.SIGTERM, _on_sigterm)
     return previous
+
+
+def _optimizer_running() -> bool:
+    """True when called (through any depth) from inside ``Optimizer.step`` (a closure's forward)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "step" and isinstance(frame.f_locals.get("self"), torch.optim.Optimizer):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _union_us(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:

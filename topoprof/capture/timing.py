@@ -38,6 +38,7 @@ __all__ = ["StepTimer", "StepTiming", "iter_tensors"]
 # module's own node.
 _NO_SEQUENCE = 2**64 - 1
 _get_sequence_nr: Callable[[], int] = torch._C._autograd._get_sequence_nr
+_current_graph_task_id: Callable[[], int] = torch._C._current_graph_task_id
 _Tensor = torch.Tensor
 
 # Indices into a call record (a plain list: cheaper than an object on the hot path).
@@ -112,6 +113,10 @@ class StepTimer:
         self._fwd_attrs = [ranges.attributes(f"fwd {i.label}", PHASE_COLORS["forward"]) for i in table.infos]
         self._bwd_attrs = [ranges.attributes(f"bwd {i.label}", PHASE_COLORS["backward"]) for i in table.infos]
         self.step_index = 0
+        self.in_backward = False
+        self._graph_task = -1  # autograd graph task of the backward pass in progress
+        self._requeued = False
+        self._bwd_open = 0  # backward ranges pushed and not yet popped
         self._phase_range: Any = None
         self.phase = "other"
         self.calls: list[list[Any]] = []
@@ -130,11 +135,10 @@ class StepTimer:
         self.stack.clear()
         self.marks.clear()
         self.end_phase_range()
-        self.in_backward = False
+        self._close_backward(None)  # a backward that raised never ran its end callback
         self.forward_passes = 0
         self.backward_passes = 0
         self.optimizer_steps = 0
-        self._bwd_open = 0  # backward ranges pushed and not yet popped
         self._owner: dict[Any, int] = {}  # autograd node -> outermost call that outputs it
         self._starts: dict[Any, list[int]] = {}  # node -> calls whose backward starts there
         self._ends: dict[Any, list[int]] = {}  # node -> calls waiting for it to finish
@@ -224,8 +228,8 @@ class StepTimer:
         timer = self
 
         def pre_hook(module: Any, args: Any, kwargs: Any = None) -> None:
-            if timer.in_backward:  # recomputation (activation checkpointing) inside backward
-                stack.append(-1)
+            if timer.in_backward and _current_graph_task_id() != -1:
+                stack.append(-1)  # recomputation inside backward (activation checkpointing)
                 return
             if is_root and not stack:
                 if timer.before_root_forward is not None:
@@ -354,8 +358,13 @@ class StepTimer:
 
     def _on_backward_start(self, waiting: list[int], grad_outputs: Any = None) -> None:
         t = self.clock.now()
+        task = _current_graph_task_id()
+        if self.in_backward and task != self._graph_task:
+            self._close_backward(t)  # the previous backward raised: its end callback never ran
         if not self.in_backward:
             self.in_backward = True
+            self._graph_task = task
+            self._requeued = False
             self.mark("backward", t)
             torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
         calls = self.calls
@@ -391,23 +400,41 @@ class StepTimer:
                     self._decrement(p, t, calls)
 
     def _on_backward_end(self) -> None:
+        if not self._requeued:
+            # Run again after the callbacks queued after ours (DDP's finalize, which waits for
+            # the gradient all-reduces): that wait belongs to the backward phase.
+            self._requeued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._on_backward_end)
+            return
         t = self.clock.now()
-        # Calls whose backward started but whose frontier never ran (gradients pruned by
-        # torch.autograd.grad(inputs=...)) end with the backward pass.
+        self._close_backward(t)
+        self.backward_passes += 1
+        self.mark("other", t)
+
+    def _close_backward(self, t: Any) -> None:
+        """End the backward pass in progress at ``t``.
+
+        Calls whose backward started but whose frontier never ran (gradients pruned by
+        ``torch.autograd.grad(inputs=...)``, or a backward that raised) end here, and their
+        ranges are closed. With ``t=None`` (a step abandoned) they are closed without a time.
+        """
+        if not self.in_backward and not self._bwd_open:
+            return
         calls = self.calls
         for i in range(len(calls) - 1, -1, -1):
             call = calls[i]
             if call[_B0] is not None and call[_B1] is None:
-                call[_B1] = t
+                call[_B1] = t if t is not None else call[_B0]
                 if self._bwd_open:
                     self.ranges.pop()
                     self._bwd_open -= 1
                 if call[_RF] is not None:
                     rf_exit(call[_RF])
                     call[_RF] = None
+        self.ranges.pop_n(self._bwd_open)
+        self._bwd_open = 0
         self.in_backward = False
-        self.backward_passes += 1
-        self.mark("other", t)
+        self._graph_task = -1
         # The next backward pass of this step registers fresh nodes.
         self._starts = {}
         self._ends = {}
