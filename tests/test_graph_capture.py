@@ -200,3 +200,44 @@ def test_host_syncs_are_recorded_with_site_and_phase(tmp_path):
         ("item", "<outside model>", "other"): 1,
         ("item", "<outside model>", "optimizer"): 4,  # one per parameter tensor
     }
+
+
+def test_containers_never_called_keep_the_hierarchy_consistent(tmp_path):
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(8, 8) for _ in range(3)])
+            self.head = nn.Linear(8, 1)
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return self.head(x)
+
+    g = profile_graph(tmp_path, Stack(), lambda: torch.randn(4, 8))
+    layers = g.nodes["layers"]
+    assert layers["kind"] == "ModuleList" and layers["calls"] == 0 and g.nodes["layers.0"]["parent"] == "layers"
+    assert layers["flops_fwd"] == 3 * 2 * 4 * 8 * 8  # the sum of its children, not 0 and not twice
+    assert layers["params"] == 3 * (8 * 8 + 8)
+    assert g.nodes[""]["flops_fwd"] == layers["flops_fwd"] + g.nodes["head"]["flops_fwd"]
+    kids = sum(g.nodes[f"layers.{i}"]["fwd_us"] for i in range(3))
+    assert layers["fwd_us"] == pytest.approx(kids, rel=0.35)  # medians of sums vs sums of medians
+    assert layers["self_fwd_us"] == 0
+
+
+def test_every_producer_of_an_attention_reaches_the_output_projection(tmp_path):
+    class Attention(nn.Module):  # eager attention as in BERT/Llama: (q @ k^T).softmax() @ v
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(8, 8) for _ in range(4))
+
+        def forward(self, x):
+            scores = (self.q(x) @ self.k(x).transpose(-1, -2)).softmax(-1)
+            return self.o(scores @ self.v(x))
+
+    g = profile_graph(tmp_path, Attention(), lambda: torch.randn(2, 5, 8))
+    assert edges(g) == {
+        ("input", "q"), ("input", "k"), ("input", "v"),
+        ("q", "o"), ("k", "o"), ("v", "o"), ("o", "output"),
+    }
+    assert g.edges["q", "o"]["via"] == ["matmul", "softmax", "matmul"]

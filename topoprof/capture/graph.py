@@ -108,15 +108,20 @@ class _Provenance(TorchFunctionMode):
         if len(operands) == 1:
             merged = operands[0]
         else:
-            # Several operands (a residual add, cat, attention): keep each operand's most recent
-            # producer. A residual stream then links each layer to the last one that wrote to
-            # the stream, instead of to every layer before it (O(L^2) edges in a deep
-            # pre-norm transformer).
+            # Several operands (a residual add, cat, attention): from each operand keep the
+            # producers that are not upstream of another producer of that same operand. A
+            # residual stream then links each layer to the last layers that wrote to it instead
+            # of to every layer before it (O(L^2) edges in a deep pre-norm transformer), while
+            # parallel producers (q and k in q @ k^T) all stay.
+            ancestors = cap.ancestors
             merged = {}
             for src in operands:
-                name = max(src, key=lambda p: src[p][0])
-                if name not in merged:
-                    merged[name] = src[name]
+                for p, entry in src.items():
+                    if p in merged:
+                        continue
+                    if len(src) > 1 and any(p in ancestors.get(o, ()) for o in src if o != p):
+                        continue
+                    merged[p] = entry
         result = {}
         for p, (order, via) in merged.items():
             if (not via or via[-1] != op) and len(via) < MAX_VIA_OPS:
@@ -172,6 +177,8 @@ class GraphCapture:
         # position in the forward pass, so "most recent producer" is well defined.
         self._prov: dict[int, tuple[Any, dict[str, tuple[int, list[str]]]]] = {}
         self._order = 0
+        #: producer -> every producer upstream of it (from the edges seen so far)
+        self.ancestors: dict[str, set[str]] = {}
         self._handles: list[RemovableHandle] = []
         self._mode: _Provenance | None = None
         self._flops: FlopCounterMode | None = None
@@ -330,7 +337,10 @@ class GraphCapture:
         if not src:
             return
         edges = self.result.edges
+        upstream = self.ancestors.setdefault(dst, set())
         for p, (_, via) in src.items():
+            upstream.add(p)
+            upstream |= self.ancestors.get(p, set())
             key = (p, dst)
             e = edges.get(key)
             if e is None:

@@ -399,6 +399,11 @@ class Profiler:
         called = set(graph.called)
         for _, t in records:
             called.update(m for m in range(n_mod) if t.calls[m])
+        for m in list(called):  # containers never called themselves (ModuleList) keep the hierarchy
+            p = table.infos[m].parent
+            while p >= 0 and p not in called:
+                called.add(p)
+                p = table.infos[p].parent
         modules = []
         for m in sorted(called):
             info = table.infos[m]
@@ -426,6 +431,7 @@ class Profiler:
                     self_bwd_us=[t.self_bwd_us[m] for _, t in records],
                 )
             )
+        _fill_uncalled_containers(modules, table)
         edges = [
             EdgeRecord(src=s, dst=d, shape=e.shape, dtype=e.dtype, bytes=e.bytes, count=e.count, via=e.via)
             for (s, d), e in graph.edges.items()
@@ -512,6 +518,28 @@ def _install_sigterm_handler() -> Any:
         return None
     signal.signal(signal.SIGTERM, _on_sigterm)
     return previous
+
+
+def _fill_uncalled_containers(modules: list[ModuleRecord], table: ModuleTable) -> None:
+    """Give containers that are never called (``nn.ModuleList``, ``nn.ModuleDict``) the sums of
+    their children: inclusive times and FLOPs add up (the children run one after another inside
+    the caller), self times and calls stay 0. The hierarchy then stays consistent: a parent's
+    inclusive figures are never smaller than its children's."""
+    children: dict[str, list[ModuleRecord]] = {}
+    for m in modules:
+        if m.parent is not None:
+            children.setdefault(m.parent, []).append(m)
+    depth = {info.name: info.name.count(".") + (1 if info.name else 0) for info in table.infos}
+    for m in sorted(modules, key=lambda r: -depth.get(r.name, 0)):  # deepest first
+        if any(m.calls_per_step) or not children.get(m.name):
+            continue
+        kids = children[m.name]
+        n = len(m.calls_per_step)
+        m.fwd_us = [sum(k.fwd_us[s] for k in kids) for s in range(n)]
+        m.bwd_us = [sum(k.bwd_us[s] for k in kids) for s in range(n)]
+        m.flops_fwd = sum(k.flops_fwd for k in kids)
+        m.flops_bwd = sum(k.flops_bwd for k in kids)
+        m.act_bytes = 0
 
 
 def _optimizer_running() -> bool:
