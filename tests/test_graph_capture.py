@@ -241,3 +241,49 @@ def test_every_producer_of_an_attention_reaches_the_output_projection(tmp_path):
         ("q", "o"), ("k", "o"), ("v", "o"), ("o", "output"),
     }
     assert g.edges["q", "o"]["via"] == ["matmul", "softmax", "matmul"]
+
+
+def test_flops_are_attributed_by_module_identity_and_autograd_ownership(tmp_path):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(16, 16)
+            self.fc2 = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.fc2(self.fc1(x).relu())
+
+    model, teacher = Net(), Net()  # a teacher of the same class also runs every step
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with topoprof.profile(model, tmp_path / "r", steps=1, skip_first=1, tensorboard=False) as prof:
+        for _ in range(2):
+            x = torch.randn(8, 16)
+            with torch.no_grad():
+                target = teacher(x)
+                model(x)  # an extra no-grad pass first: the FLOPs are those of the training pass
+            ((model(x) - target) ** 2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    g = prof.run.graph()
+    assert g.nodes["fc1"]["flops_fwd"] == 2 * 8 * 16 * 16  # not doubled by the teacher's fc1
+    assert g.nodes["fc1"]["flops_bwd"] == 2 * 8 * 16 * 16  # weight gradient only (x needs none)
+    assert g.nodes["fc2"]["flops_bwd"] == 2 * (2 * 8 * 16 * 4)  # weight and input gradients
+    assert g.nodes[""]["flops_bwd"] == g.nodes["fc1"]["flops_bwd"] + g.nodes["fc2"]["flops_bwd"]
+
+
+def test_gradient_penalty_with_autograd_grad_on_leaf_inputs_still_trains(tmp_path):
+    # WGAN-GP: torch.autograd.grad w.r.t. a leaf input inside the step. FlopCounterMode's
+    # module tracker makes that raise; topoprof's capture must not.
+    critic = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(critic.parameters(), lr=0.01)
+    with topoprof.profile(critic, tmp_path / "r", steps=1, skip_first=1, tensorboard=False) as prof:
+        for _ in range(2):
+            x = torch.randn(8, 4, requires_grad=True)
+            out = critic(x)
+            (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+            (out.mean() + ((grad.norm(dim=1) - 1) ** 2).mean()).backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    assert len(prof.run.rank().steps) == 1

@@ -248,6 +248,10 @@ def layer_costs(rank: RankData) -> tuple[LayerCost, ...]:
     """
     passes = forward_passes(rank)
     backward = _has_backward(rank)
+    # Backward work scales with the backward passes, which can be fewer than the forward
+    # passes (an extra no_grad forward for pseudo-labels or an eval batch).
+    bwd_passes = median([s.backward_passes for s in rank.steps]) if rank.steps else passes
+    bwd_scale = (bwd_passes / passes) if bwd_passes > 0 else 1.0
     children = _children(rank)
     out = []
     for m in rank.modules:
@@ -281,7 +285,8 @@ def layer_costs(rank: RankData) -> tuple[LayerCost, ...]:
             bytes_bwd = out_bytes + _BACKWARD_INPUT_PASSES * in_bytes + _BACKWARD_PARAM_PASSES * param_read
             per = (BACKWARD_KERNELS_PER_FORWARD_KERNEL_WITH_PARAMS if own_params
                    else BACKWARD_KERNELS_PER_FORWARD_KERNEL)
-            kernels_bwd = kernels_fwd * per
+            kernels_bwd = kernels_fwd * per * bwd_scale
+            bytes_bwd *= bwd_scale
         else:
             bytes_bwd = kernels_bwd = 0.0
         if measured_kernels is not None:  # trace mode on CUDA: the kernels it launched, per step
@@ -305,7 +310,7 @@ def layer_costs(rank: RankData) -> tuple[LayerCost, ...]:
             name=m.name, kind=m.kind, leaf=m.leaf, dtype=m.dtype, op_class=op_class,
             ops=MappingProxyType(dict(m.ops)), params=own_params, param_bytes=own_param_bytes,
             calls_per_pass=calls, passes=passes,
-            flop_fwd=float(own_flop_fwd) * passes, flop_bwd=float(own_flop_bwd) * passes,
+            flop_fwd=float(own_flop_fwd) * passes, flop_bwd=float(own_flop_bwd) * passes * bwd_scale,
             in_bytes=in_bytes, out_bytes=out_bytes, param_read_bytes=param_read,
             bytes_fwd=bytes_fwd, bytes_bwd=bytes_bwd, kernels_fwd=kernels_fwd, kernels_bwd=kernels_bwd,
             elem_bytes=elem, memory_format=m.in_memory_format, measured_us=sf + sb, measured_device_us=device_us,

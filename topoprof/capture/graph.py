@@ -8,8 +8,14 @@ views). An edge ``A -> B`` means a tensor produced by leaf module ``A`` (possibl
 functional ops, listed in the edge's ``via``) entered leaf module ``B``. Containers get no
 edges: they are the hierarchy (``parent``), the leaves are the data flow.
 
-FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, read once after the first forward
-pass (forward FLOPs) and once after the first backward pass (the difference is backward).
+FLOPs come from the formulas of ``torch.utils.flop_counter`` (its ``flop_registry``, the same
+counts ``FlopCounterMode`` gives), counted by a ``TorchDispatchMode`` of topoprof's own and
+attributed by module identity, not by name: a forward op to every module call on the stack, a
+backward op to the module call whose forward created the autograd node that runs it (autograd
+sequence numbers, as for the timing). FlopCounterMode itself attributes by class-rooted names
+(two instances of one class merge), puts hooks on leaf inputs (``torch.autograd.grad`` on
+them then fails) and guesses the backward's module; so it is not used. Counted: the first
+forward pass of the step that runs with gradients, and its backward.
 
 All of this costs far more than timing (the mode alone adds about 3 us per op), so it runs on
 one step that is never timed.
@@ -17,13 +23,15 @@ one step that is never timed.
 
 from __future__ import annotations
 
+import bisect
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 from torch.utils.hooks import RemovableHandle
 
 from .modules import ModuleTable, dtype_name
@@ -132,6 +140,22 @@ class _Provenance(TorchFunctionMode):
         return out
 
 
+class _FlopCount(TorchDispatchMode):
+    """Counts FLOPs of every aten op with a formula in ``flop_registry``."""
+
+    def __init__(self, capture: "GraphCapture") -> None:
+        super().__init__()
+        self.capture = capture
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.capture.count_flops(int(formula(*args, **kwargs, out_val=out)))
+        return out
+
+
 def _moves_to_host(args: Any, out: Any) -> bool:
     src = args[0] if args else None
     return (
@@ -181,9 +205,15 @@ class GraphCapture:
         self.ancestors: dict[str, set[str]] = {}
         self._handles: list[RemovableHandle] = []
         self._mode: _Provenance | None = None
-        self._flops: FlopCounterMode | None = None
-        self._fwd_counts: dict[str, dict[Any, int]] | None = None
-        self._bwd_counts: dict[str, dict[Any, int]] | None = None
+        self._flops: _FlopCount | None = None
+        self._stance: Any = None
+        # Module calls of the capture step: [module index, parent call, seq0, seq1]; the
+        # autograd nodes a call created have sequence numbers in [seq0, seq1).
+        self._calls: list[list[int]] = []
+        self._call_ids: list[int] = []
+        self._seq0s: list[int] = []
+        self._flop_root: int | None = None  # the root call whose FLOPs are counted
+        self._counting_forward = False
         self._root_calls = 0
         self._stopped = False
         self._call_stack: list[int] = []
@@ -219,7 +249,11 @@ class GraphCapture:
         for i, module in enumerate(self.table.modules):
             self._handles.append(module.register_forward_pre_hook(self._make_pre(i), with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._make_post(i), always_call=True))
-        self._flops = FlopCounterMode(display=False)
+        set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
+        if set_stance is not None:  # a torch.compile'd model runs eager here and stays compiled
+            self._stance = set_stance("force_eager")
+            self._stance.__enter__()
+        self._flops = _FlopCount(self)
         self._flops.__enter__()
         self._mode = _Provenance(self)
         self._mode.__enter__()
@@ -233,7 +267,9 @@ class GraphCapture:
         if self._flops is not None:
             flops, self._flops = self._flops, None
             flops.__exit__(None, None, None)
-            self._assign_flops(flops)
+        if self._stance is not None:
+            stance, self._stance = self._stance, None
+            stance.__exit__(None, None, None)
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -253,6 +289,7 @@ class GraphCapture:
                 return
             self.depth += 1
             self._call_stack.append(i)
+            self._open_call(i)
             tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
             if is_root and self.depth == 1:
                 self._enter_root(tensors)
@@ -280,6 +317,11 @@ class GraphCapture:
             self.depth = max(self.depth - 1, 0)
             if self._call_stack:
                 self._call_stack.pop()
+            if self._call_ids:
+                call = self._calls[self._call_ids.pop()]
+                call[3] = torch._C._autograd._get_sequence_nr()
+                if call[1] == -1 and self._flop_root is not None and call is self._calls[self._flop_root]:
+                    self._counting_forward = False
             if output is None:
                 return
             res = self.result
@@ -297,13 +339,59 @@ class GraphCapture:
             if is_root and self.depth == 0:
                 for t in outs:
                     self._add_edges(t, res.output_node)
-                if self._root_calls == 1 and self._flops is not None:
-                    self._fwd_counts = self._flops.get_flop_counts()
-                    grads = [t for t in outs if t.grad_fn is not None]
-                    if grads:
-                        grads[0].grad_fn.register_prehook(self._arm_backward_snapshot)
 
         return post
+
+    def _open_call(self, i: int) -> None:
+        parent = self._call_ids[-1] if self._call_ids else -1
+        self._call_ids.append(len(self._calls))
+        seq0 = torch._C._autograd._get_sequence_nr()
+        self._calls.append([i, parent, seq0, 2**63])
+        self._seq0s.append(seq0)
+        if parent == -1 and self._flop_root is None and torch.is_grad_enabled():
+            self._flop_root = len(self._calls) - 1  # the first forward pass with gradients
+            self._counting_forward = True
+
+    def count_flops(self, flops: int) -> None:
+        """Add ``flops`` of the op running now to the module calls it belongs to."""
+        if not flops or self._flop_root is None:
+            return
+        res = self.result
+        if torch._C._current_graph_task_id() == -1:
+            if not self._counting_forward:
+                return
+            for i in set(self._call_stack):
+                res.flops_fwd[i] = res.flops_fwd.get(i, 0) + flops
+            return
+        node = torch._C._current_autograd_node()
+        if node is None:
+            return
+        k = self._owning_call(node._sequence_nr())
+        if k is None:
+            return
+        seen = set()
+        while k >= 0:  # the call and its ancestors (inclusive counts)
+            m = self._calls[k][0]
+            if m not in seen:
+                seen.add(m)
+                res.flops_bwd[m] = res.flops_bwd.get(m, 0) + flops
+            k = self._calls[k][1]
+
+    def _owning_call(self, seq: int) -> int | None:
+        """The innermost call of the counted forward pass that created autograd node ``seq``."""
+        root = self._flop_root
+        calls = self._calls
+        if root is None or not (calls[root][2] <= seq < calls[root][3]):
+            return None
+        # The last call that began at or before ``seq``, then up its parents to one that
+        # contains it (calls nest, so the innermost containing call is on that chain).
+        k = bisect.bisect_right(self._seq0s, seq) - 1
+        while k >= root:
+            c = calls[k]
+            if c[2] <= seq < c[3]:
+                return k
+            k = c[1]
+        return None
 
     def _enter_root(self, tensors: list[torch.Tensor]) -> None:
         self._root_calls += 1
@@ -318,19 +406,13 @@ class GraphCapture:
         do what the root's own capture pre-hook would have done for this call."""
         self.depth = 1
         self._call_stack = [0]
+        self._open_call(0)
         tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
         self._enter_root(tensors)
         res = self.result
         if 0 not in res.called:
             res.called.add(0)
             res.in_shapes[0] = [list(t.shape) for t in tensors]
-
-    def _arm_backward_snapshot(self, grad_outputs: Any) -> None:
-        torch.autograd.Variable._execution_engine.queue_callback(self._snapshot_backward)
-
-    def _snapshot_backward(self) -> None:
-        if self._bwd_counts is None and self._flops is not None:
-            self._bwd_counts = self._flops.get_flop_counts()
 
     def _add_edges(self, t: torch.Tensor, dst: str) -> None:
         src = self.producers(t)
@@ -355,31 +437,3 @@ class GraphCapture:
                 for op in via:
                     if op not in e.via and len(e.via) < MAX_VIA_OPS:
                         e.via.append(op)
-
-    # ------------------------------------------------------------- FLOPs
-    def _assign_flops(self, counter: FlopCounterMode) -> None:
-        """Map FlopCounterMode's per-module totals onto our module indices.
-
-        FlopCounterMode names modules by class-rooted paths (``Net.layer1.0``); its tracker
-        keeps a module -> name map, which is the exact correspondence. Without it (older or
-        newer torch), fall back to stripping the root's class name from the path.
-        """
-        fwd_counts = self._fwd_counts
-        bwd_counts = self._bwd_counts
-        if fwd_counts is None:
-            fwd_counts = counter.get_flop_counts()
-        known = getattr(getattr(counter, "mod_tracker", None), "_known_modules", None)
-        root_kind = self.table.infos[0].kind
-        for i, (info, module) in enumerate(zip(self.table.infos, self.table.modules)):
-            key = None
-            if known is not None:
-                try:
-                    key = known.get(module)
-                except TypeError:
-                    key = None
-            if key is None:
-                key = root_kind + ("." + info.name if info.name else "")
-            f = sum(fwd_counts.get(key, {}).values())
-            total = sum(bwd_counts.get(key, {}).values()) if bwd_counts is not None else f
-            self.result.flops_fwd[i] = int(f)
-            self.result.flops_bwd[i] = int(max(total - f, 0)) if bwd_counts is not None else 0
