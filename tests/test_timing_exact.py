@@ -101,3 +101,32 @@ def test_graph_attributes_are_medians_with_min_and_max(tmp_path):
     assert node["self_bwd_us"] == pytest.approx(300)
     assert node["fwd_us_min"] == pytest.approx(350) and node["fwd_us_max"] == pytest.approx(350)
     assert g.nodes["shared"]["calls"] == 2
+
+
+def test_a_model_returning_a_dataclass_is_timed_and_linked_to_the_output(tmp_path):
+    import dataclasses
+
+    from torch import nn
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+        aux: int = 0
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return Out(self.lin(x))
+
+    model = Model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with topoprof.profile(model, tmp_path / "r", steps=2, skip_first=1, tensorboard=False) as prof:
+        for _ in range(3):
+            model(torch.randn(3, 4)).logits.sum().backward()
+            opt.step()
+            prof.step()
+    assert all(b > 0 for b in prof.run.rank().module("").bwd_us)
+    assert ("lin", "output") in prof.run.graph().edges

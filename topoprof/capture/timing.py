@@ -21,6 +21,7 @@ them into per-module microseconds once per step.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
@@ -62,7 +63,8 @@ def rf_exit(rf: Any) -> None:
 
 
 def iter_tensors(obj: Any, depth: int = 3):
-    """Tensors in ``obj`` and in tuples, lists and dict values nested up to ``depth`` levels."""
+    """Tensors in ``obj`` and in tuples, lists, dict values and dataclass fields nested up to
+    ``depth`` levels (Hugging Face ``ModelOutput`` is a dict; many models return dataclasses)."""
     if isinstance(obj, _Tensor):
         yield obj
     elif depth > 0:
@@ -72,6 +74,9 @@ def iter_tensors(obj: Any, depth: int = 3):
         elif isinstance(obj, dict):
             for o in obj.values():
                 yield from iter_tensors(o, depth - 1)
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            for f in dataclasses.fields(obj):
+                yield from iter_tensors(getattr(obj, f.name, None), depth - 1)
 
 
 @dataclass
@@ -139,9 +144,10 @@ class StepTimer:
         self.forward_passes = 0
         self.backward_passes = 0
         self.optimizer_steps = 0
-        self._owner: dict[Any, int] = {}  # autograd node -> outermost call that outputs it
-        self._starts: dict[Any, list[int]] = {}  # node -> calls whose backward starts there
-        self._ends: dict[Any, list[int]] = {}  # node -> calls waiting for it to finish
+        # Keys are (id(node), node._sequence_nr()) of autograd nodes.
+        self._owner: dict[tuple[int, int], int] = {}  # node -> outermost call that outputs it
+        self._starts: dict[tuple[int, int], list[int]] = {}  # node -> calls whose backward starts there
+        self._ends: dict[tuple[int, int], list[int]] = {}  # node -> calls waiting for it to finish
 
     def mark(self, phase: str, t: Any = None) -> None:
         """The step enters ``phase`` now (phases are contiguous segments of the step).
@@ -298,9 +304,10 @@ class StepTimer:
             if node in seen:
                 continue
             seen.add(node)
-            j = owner.get(node)
+            j = owner.get((id(node), node._sequence_nr()))
             if j is not None and j > i:  # a descendant call: one unit
-                inner_exits = calls[j][_EXITS]
+                inner_exits = calls[j][_EXITS] or ()
+                calls[j][_EXITS] = None  # consumed: only this walk reads a child's exits
                 leads_inside = False
                 for e in inner_exits:
                     if e._sequence_nr() >= seq0:
@@ -336,22 +343,27 @@ class StepTimer:
                 child[_NOTIFY] = [i]
             else:
                 child[_NOTIFY].append(i)
+        # The maps are keyed by (id, sequence number), never by the node itself: holding nodes
+        # would keep autograd graphs (and their saved activations) alive until the step ends,
+        # e.g. for forward passes that never run backward.
         ends = self._ends
         for node in frontier:
-            lst = ends.get(node)
+            key = (id(node), node._sequence_nr())
+            lst = ends.get(key)
             if lst is None:
-                lst = ends[node] = [i]
+                lst = ends[key] = [i]
                 node.register_hook(partial(self._on_node_done_hook, lst))
             else:
                 lst.append(i)
         for node in roots:
-            lst = starts.get(node)
+            key = (id(node), node._sequence_nr())
+            lst = starts.get(key)
             if lst is None:
-                lst = starts[node] = [i]
+                lst = starts[key] = [i]
                 node.register_prehook(partial(self._on_backward_start, lst))
             else:
                 lst.append(i)
-            owner[node] = i
+            owner[key] = i
 
     def _on_node_done_hook(self, waiting: list[int], grad_inputs: Any, grad_outputs: Any) -> None:
         self._on_node_done(waiting)
