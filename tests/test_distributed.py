@@ -125,3 +125,22 @@ def test_two_nodes_on_one_machine_merge_into_one_run(tmp_path):
     run = topoprof.load(tmp_path / "run")
     assert run.manifest.ranks == [0, 1] and run.manifest.world_size == 2
     assert run.rank(0).run_id == run.rank(1).run_id == run.manifest.run_id
+
+
+def test_a_rerun_into_the_same_directory_is_a_new_job(tmp_path):
+    first = torchrun(tmp_path, 2, "--out", "run", "--steps", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    id1 = topoprof.load(tmp_path / "run").manifest.run_id
+    # the second job: rank 1 dies at once, rank 0's all-reduce times out
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = _env() | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+        args = [sys.executable, str(SCRIPT), "--out", "run", "--steps", "3", "--die-rank", "1", "--die-step", "3", "--timeout-s", "5"]
+        procs.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        p.communicate(timeout=180)
+    with pytest.warns(UserWarning, match="left over from another job"):
+        run = topoprof.load(tmp_path / "run")
+    assert run.manifest.run_id != id1
+    assert run.manifest.ranks == [0] and run.missing_ranks == [1]  # job 1's rank 1 is not taken

@@ -108,11 +108,18 @@ class DDPCommTimer:
 
 
 def run_id() -> str:
-    """An id shared by all ranks of one job (torchrun's run id), so their files are merged.
+    """An id shared by all ranks of one job, so that their files are merged into one run.
 
-    Without torchrun (or with its default ``none``), a job is identified by its rendezvous
-    address and world size; a single process gets a fresh id.
+    With an initialised process group, rank 0 draws a fresh id and broadcasts it (a rerun into
+    the same directory is then a new job, never merged with the last one); every rank must
+    enter the profile, as every rank of a DDP job does. Otherwise torchrun's run id, else the
+    rendezvous address and world size; a single process gets a fresh id.
     """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [uuid.uuid4().hex if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return str(box[0])
     rid = os.environ.get("TORCHELASTIC_RUN_ID")
     if rid and rid != "none":
         return rid
@@ -142,8 +149,9 @@ def _locked(path: Path) -> Iterator[None]:
 def merge_manifest(run_dir: Path, manifest: Manifest) -> Manifest:
     """Write ``manifest`` into ``run_dir``, merged with the one other ranks of the same job wrote.
 
-    Ranks are unioned and the status keeps the worst one seen; a manifest of another job (a
-    different ``run_id``) is replaced.
+    Ranks are unioned and the status keeps the first failure seen; a manifest of another job
+    (a different ``run_id``) is replaced, and so are its rank files when they are read back
+    (:func:`topoprof.load` skips rank files of another job).
     """
     path = run_dir / MANIFEST_NAME
     lock = _locked(run_dir / ".run.json.lock") if manifest.world_size > 1 else contextlib.nullcontext()
