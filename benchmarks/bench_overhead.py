@@ -5,8 +5,10 @@
 For each workload (the example ResNet, and a worst case of 200 tiny Linear layers) the same
 training loop runs plain, under ``topoprof.profile(mode="layers")`` and under
 ``torch.profiler.profile(activities=[CPU], record_shapes=True, with_stack=True)``. The three
-are interleaved round by round so that drifts of the machine hit all of them alike; each figure
-is the median over rounds of the mean step time of the measured (post-warm-up) steps.
+are interleaved round by round so that drifts of the machine hit all of them alike; each step
+time is the median over rounds of the mean step time of the measured (post-warm-up) steps, and
+each overhead is the median over rounds of the paired ratio (mode / plain of the same round),
+which cancels the drift between rounds on a shared machine.
 
 Printed: step time, overhead against plain (%), overhead per module call (us) and the ratio of
 torch.profiler's per-call overhead to topoprof's. Goals (issue: foundation): layer mode within
@@ -122,9 +124,9 @@ def main() -> None:
             print(f"  {'mode':<16}{'step ms':>10}{'overhead':>11}{'us/module call':>17}")
             per_call = {}
             for m in modes:
-                over = med[m] - plain
-                per_call[m] = over / calls * 1e6
-                print(f"  {m:<16}{med[m] * 1e3:>10.3f}{over / plain * 100:>10.1f}%{per_call[m]:>17.2f}")
+                ratio = statistics.median(t / p for t, p in zip(times[m], times["plain"]))
+                per_call[m] = (ratio - 1.0) * plain / calls * 1e6
+                print(f"  {m:<16}{med[m] * 1e3:>10.3f}{(ratio - 1) * 100:>10.1f}%{per_call[m]:>17.2f}")
             if per_call["topoprof"] > 0:
                 ratio = per_call["torch.profiler"] / per_call["topoprof"]
                 print(f"  torch.profiler overhead / topoprof overhead per module call: {ratio:.1f}x")
