@@ -157,3 +157,23 @@ def test_run_files_get_the_usual_permissions(saved_run):
     os.umask(umask)
     for p in saved_run.path.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r["steps"][0].update(duration_us="12"), r"steps\[0\]: index must be an integer and duration_us a number"),
+        (lambda r: r["steps"][0]["phases_us"].update(warmup=1.0), r"steps\[0\].phases_us must map the phases"),
+        (lambda r: r["modules"][1].update(fwd_us=None), r"module 'body': fwd_us must hold one number per step"),
+        (lambda r: r["modules"].append(dict(r["modules"][1])), r"module 'body' appears twice"),
+        (lambda r: r["edges"].append({**r["edges"][0], "dst": "ghost"}), r"names a module that is not in the file"),
+        (lambda r: r.update(world_size="2"), r"world_size must be a positive integer"),
+    ],
+)
+def test_valid_json_with_wrong_content_is_a_format_error(saved_run, tmp_path, edit, message):
+    run_dir = _copy(saved_run, tmp_path)
+    raw = orjson.loads((run_dir / "rank0.json").read_bytes())
+    edit(raw)
+    (run_dir / "rank0.json").write_bytes(orjson.dumps(raw))
+    with pytest.raises(RunFormatError, match=r"rank0\.json: .*" + message):
+        topoprof.load(run_dir)

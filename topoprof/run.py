@@ -236,9 +236,11 @@ class RankData:
                 for f in fields(cls)
                 if f.name in d and f.name not in ("steps", "modules", "edges")
             }
-            return cls(steps=steps, modules=modules, edges=edges, **kwargs)
+            data = cls(steps=steps, modules=modules, edges=edges, **kwargs)
         except TypeError as exc:
             raise RunFormatError(f"{source}: unexpected content ({exc})") from None
+        _validate_rank(data, source)
+        return data
 
     def module(self, name: str) -> ModuleRecord:
         """The record of the module with qualified name ``name``."""
@@ -246,6 +248,48 @@ class RankData:
             if m.name == name:
                 return m
         raise KeyError(name)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _validate_rank(data: "RankData", source: str) -> None:
+    """Types and cross-references of a rank file: a wrong one is a one-line RunFormatError."""
+    def bad(what: str) -> RunFormatError:
+        return RunFormatError(f"{source}: {what}")
+
+    if not isinstance(data.rank, int) or isinstance(data.rank, bool) or data.rank < 0:
+        raise bad(f"rank must be a non-negative integer, got {data.rank!r}")
+    if not isinstance(data.world_size, int) or data.world_size < 1:
+        raise bad(f"world_size must be a positive integer, got {data.world_size!r}")
+    for k, st in enumerate(data.steps):
+        if not isinstance(st.index, int) or not _is_number(st.duration_us):
+            raise bad(f"steps[{k}]: index must be an integer and duration_us a number")
+        if not isinstance(st.phases_us, dict) or not all(
+            p in PHASES and _is_number(v) for p, v in st.phases_us.items()
+        ):
+            raise bad(f"steps[{k}].phases_us must map the phases {', '.join(PHASES)} to numbers")
+    n_steps = len(data.steps)
+    names = set()
+    for m in data.modules:
+        if not isinstance(m.name, str):
+            raise bad(f"a module name is not a string: {m.name!r}")
+        if m.name in names:
+            raise bad(f"module {m.name!r} appears twice")
+        names.add(m.name)
+        for key in ("calls_per_step", "fwd_us", "bwd_us", "self_fwd_us", "self_bwd_us"):
+            values = getattr(m, key)
+            # empty: not measured; otherwise one number per profiled step
+            if not isinstance(values, list) or len(values) not in (0, n_steps) or not all(_is_number(v) for v in values):
+                raise bad(f"module {m.name!r}: {key} must hold one number per step ({n_steps})")
+        for key in ("params", "param_bytes", "flops_fwd", "flops_bwd", "act_bytes"):
+            if not _is_number(getattr(m, key)):
+                raise bad(f"module {m.name!r}: {key} must be a number")
+    nodes = names | {data.input_node, data.output_node}
+    for e in data.edges:
+        if e.src not in nodes or e.dst not in nodes:
+            raise bad(f"edge {e.src!r} -> {e.dst!r} names a module that is not in the file")
 
 
 @dataclass
@@ -279,9 +323,16 @@ class Manifest:
         _check_header(d, "topoprof.run", source)
         known = {f.name for f in fields(cls)}
         try:
-            return cls(**{k: v for k, v in d.items() if k in known})
+            manifest = cls(**{k: v for k, v in d.items() if k in known})
         except TypeError as exc:
             raise RunFormatError(f"{source}: unexpected content ({exc})") from None
+        if not isinstance(manifest.world_size, int) or isinstance(manifest.world_size, bool) or manifest.world_size < 1:
+            raise RunFormatError(f"{source}: world_size must be a positive integer, got {manifest.world_size!r}")
+        if not isinstance(manifest.ranks, list) or not all(isinstance(r, int) for r in manifest.ranks):
+            raise RunFormatError(f"{source}: ranks must be a list of integers")
+        if not isinstance(manifest.tags, dict):
+            raise RunFormatError(f"{source}: tags must be an object")
+        return manifest
 
 
 def _check_header(d: Any, kind: str, source: str) -> None:
