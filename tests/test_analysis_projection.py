@@ -191,3 +191,26 @@ def test_trace_mode_kernels_on_cuda_replace_the_estimate():
     cpu = linear("fc", 64, 64, 64)
     cpu.kernels = 33  # a CPU trace counts aten ops: not kernels
     assert _layer(analyze(make_run(make_rank([cpu])), "dgx-a100"), "fc").kernels == 3
+
+
+def test_no_sync_accumulation_all_reduces_once_per_step_in_the_projection():
+    # three micro-batches per step; the DDP run measured one gradient all-reduce per step
+    from analysis_builders import linear, simple_run
+
+    import topoprof
+
+    def run_with(measured_passes):
+        run = simple_run([linear(f"fc{i}", 4096, 4096, 64) for i in range(4)], forward_passes=3)
+        rank = run.rank(0)
+        grad = rank.modules[0].param_bytes
+        for s in rank.steps:
+            s.comm_us, s.comm_exposed_us = 1000.0, 100.0
+            s.comm_bytes, s.comm_buckets = grad * measured_passes, 3 * measured_passes
+        return topoprof.analyze(run, target="dgx-1")
+
+    def allreduce_8(analysis):
+        (row,) = [s for s in analysis.projection.scaling if s.gpus == 8 and s.nodes == 1]
+        return row.allreduce_us
+
+    once, every = allreduce_8(run_with(1)), allreduce_8(run_with(3))
+    assert every == pytest.approx(3 * once)

@@ -591,6 +591,7 @@ def step_projection(
     samples_per_pass: float | None,
     single_step_us: float | None,
     topology: nx.Graph | None = None,
+    allreduce_passes: float | None = None,
 ) -> StepProjection:
     """The step on ``gpus`` (a count, or a GPU set) x ``nodes``: compute as on one GPU plus the
     exposed part of the bucketed gradient all-reduce (see the module doc)."""
@@ -622,9 +623,11 @@ def step_projection(
             ar_us += est.time_us
             ar_bw_us += est.bandwidth_time_us
             busbw, comm_bound = est.busbw_bytes_per_s, est.bound
-        exposed = max(end - bwd_pass, 0.0) * backward_passes
-        ar_us *= backward_passes
-        ar_bw_us *= backward_passes
+        # Gradient accumulation under DDP's no_sync() all-reduces only the last micro-batch.
+        reducing = backward_passes if allreduce_passes is None else allreduce_passes
+        exposed = max(end - bwd_pass, 0.0) * reducing
+        ar_us *= reducing
+        ar_bw_us *= reducing
         first = next(iter(cache.values()))
         notes.extend(first.assumptions)
         notes.append(f"{len(buckets)} DDP buckets per backward pass, all-reduced in order as backward "
@@ -703,9 +706,16 @@ def project(
     buckets = ddp_buckets(rank, rooflines, options)
     _, grad = gradient_bytes(rank)
     samples = batch_size * passes if batch_size else None
+    # Under DDP the run measured how many gradients were all-reduced per step: with no_sync()
+    # accumulation that is fewer passes than backward passes.
+    reduce_passes = bwd_passes
+    measured = [s.comm_bytes for s in rank.steps if s.comm_us is not None]
+    if measured and grad > 0:
+        reduce_passes = min(max(round(median(measured) / grad), 1), bwd_passes)
     common: dict[str, Any] = dict(system=system, host_us=host, forward_us=fwd, backward_us=bwd,
                                   optimizer_us=opt.time_us, device_parts=device_parts, buckets=buckets,
-                                  backward_passes=bwd_passes, samples_per_pass=samples)
+                                  backward_passes=bwd_passes, samples_per_pass=samples,
+                                  allreduce_passes=reduce_passes)
     single = step_projection("1 GPU", 1, 1, single_step_us=None, **common)
     scaling = [single]
     for n in _gpu_counts(system, options, topology):
