@@ -295,3 +295,21 @@ def test_a_run_without_layer_costs_says_so():
     layers[0].ops, layers[0].flops_fwd, layers[0].flops_bwd = {}, 0, 0  # as with capture_graph=False
     a = analyze(simple_run(layers))
     assert a.roofline == () and any("capture_graph=False" in n for n in a.notes)
+
+
+def test_a_run_without_a_layer_graph_skips_the_projection_rules(tmp_path):
+    import torch
+    from torch import nn
+
+    import topoprof
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with topoprof.profile(model, tmp_path / "r", steps=3, skip_first=1, capture_graph=False, tensorboard=False) as prof:
+        for _ in range(4):
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            prof.step()
+    analysis = topoprof.analyze(prof.run, target="dgx-a100")
+    assert not {"scaling", "comm-exposed", "fp32-matmul", "memory-underused"} & set(analysis.finding_ids)
+    assert any("captured no layer graph" in n for n in analysis.notes)

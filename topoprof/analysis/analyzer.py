@@ -26,7 +26,7 @@ from .findings import Finding
 from .options import AnalysisOptions
 from .projection import Projection, project
 from .roofline import LayerRoofline, layer_costs, layer_roofline
-from .rules import REGISTRY, RuleContext, run_rules
+from .rules import REGISTRY, RuleContext, rules_without_graph, run_rules
 
 __all__ = ["Analysis", "analyze"]
 
@@ -124,6 +124,10 @@ def _check_gpus(options: AnalysisOptions, system: System, topology: nx.Graph | N
 
 def _notes(ctx: RuleContext) -> tuple[str, ...]:
     notes = []
+    skipped = rules_without_graph(ctx)
+    if skipped:
+        notes.append("the run captured no layer graph (capture_graph=False): no FLOPs or shapes, so the "
+                     f"projection counts launches and host time only and {', '.join(skipped)} were not checked")
     gpu_only = [r.id for r in REGISTRY.values() if r.where == ("gpu",)]
     if ctx.device is None or not ctx.device.steps:
         notes.append(f"no device data (trace mode on a GPU): {', '.join(gpu_only)} and the GPU forms of "
