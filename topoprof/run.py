@@ -377,6 +377,12 @@ class Run:
         """Ranks of the job (``0 .. world_size-1``) that wrote no data (died or never finished)."""
         return sorted(set(range(self.manifest.world_size)) - set(self.ranks))
 
+    def _repr_html_(self) -> str:
+        """The HTML report (analysed on the default target) when a notebook shows the run."""
+        from .report.html import notebook_html
+
+        return notebook_html(self)
+
     def rank(self, rank: int = 0) -> RankData:
         """The data of ``rank``; a missing rank raises ``KeyError`` naming the ones present."""
         try:

@@ -10,7 +10,7 @@ Pure: no I/O beyond loading what it is given a path to, no printing, no torch.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -65,6 +65,7 @@ class Analysis:
             set (``gpus``) applies to the analysed target only.
         findings: the rules' findings, ranked by estimated saving.
         notes: what could not be analysed and why.
+        run: the analysed run (not part of equality or the JSON).
     """
 
     run_name: str
@@ -83,6 +84,13 @@ class Analysis:
     findings: tuple[Finding, ...]
     notes: tuple[str, ...] = ()
     system_projections: tuple[SystemProjection, ...] = ()
+    run: Run | None = field(default=None, repr=False, compare=False)
+
+    def _repr_html_(self) -> str:
+        """The HTML report when a Jupyter notebook shows the analysis (the report's renderer)."""
+        from ..report.html import notebook_html
+
+        return notebook_html(self)
 
     @property
     def target_projection(self) -> SystemProjection:
@@ -222,5 +230,5 @@ def analyze(
         run_name=run.manifest.name, run_path=str(run.path) if run.path is not None else None, rank=rank.rank,
         ranks=tuple(run.ranks), target=system.name, target_display=system.display_name, options=options,
         batch_size=batch, breakdown=breakdown, layers=layers, roofline=roof, critical_path=path,
-        projection=projection, findings=findings, notes=_notes(ctx), system_projections=tuple(systems),
+        projection=projection, findings=findings, notes=_notes(ctx), system_projections=tuple(systems), run=run,
     )

@@ -219,6 +219,12 @@ class Comparison:
                 return f
         raise KeyError(f"rule {rule_id!r} fired in neither run")
 
+    def _repr_html_(self) -> str:
+        """The HTML comparison when a Jupyter notebook shows it (the report's renderer)."""
+        from ..report.html import notebook_html
+
+        return notebook_html(self)
+
 
 # --- inputs ------------------------------------------------------------------------------------
 

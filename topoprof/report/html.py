@@ -22,6 +22,8 @@ terminal summary). It lives here because the documents it renders are built here
 
 from __future__ import annotations
 
+from html import escape as html_escape
+
 import math
 import os
 import secrets
@@ -943,6 +945,28 @@ def render_html(document: Mapping[str, Any]) -> str:
     return env.get_template("report.html.j2").render(
         d=d, charts=charts, data_json=_embed_json(d), css=_inline("report.css"),
         common_js=_inline("common.js"), js=_inline("report.js"),
+    )
+
+
+#: Height of a report shown inline in a Jupyter notebook (pixels; the frame scrolls).
+NOTEBOOK_FRAME_HEIGHT_PX = 820
+
+
+def notebook_html(subject: Any, *, run: Run | None = None, target: str | None = None) -> str:
+    """The HTML report of a run, an analysis or a comparison, for Jupyter's ``_repr_html_``.
+
+    The same self-contained document as :func:`write_report`, inside an ``<iframe srcdoc>`` so
+    that its styles and scripts stay apart from the notebook's.
+    """
+    if _is_comparison(subject):
+        doc = render_comparison_html(comparison_document(subject))
+    else:
+        run_, analysis = _split(subject, run, target)
+        doc = render_html(report_document(analysis, run=run_))
+    return (
+        f'<iframe srcdoc="{html_escape(doc, quote=True)}" '
+        f'style="width:100%;height:{NOTEBOOK_FRAME_HEIGHT_PX}px;border:0" '
+        f'sandbox="allow-scripts"></iframe>'
     )
 
 
