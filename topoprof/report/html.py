@@ -26,7 +26,6 @@ from html import escape as html_escape
 
 import math
 import os
-import secrets
 from dataclasses import asdict, is_dataclass
 from functools import lru_cache
 from importlib import resources
@@ -36,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import orjson
 from markupsafe import Markup, escape
 
+from .._jsonio import write_bytes_atomic
 from .._version import __version__
 from ..run import PHASES, RankData, Run, load, median
 
@@ -1011,21 +1011,6 @@ def _is_comparison(obj: Any) -> bool:
     return hasattr(obj, "speedup") and hasattr(obj, "layers") and hasattr(obj, "a") and hasattr(obj, "b")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and a rename, like :mod:`topoprof._jsonio`, but created
-    with ``open`` so the report gets the usual permissions (0644 under the common umask), not
-    ``mkstemp``'s 0600: reports are made to be shared."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _json_report(subject: Any, run: Run | None, target: str | None) -> bytes:
     """The full analysis as JSON (:mod:`topoprof.report.json_report`, the analysis's own stable
     keys); a run is analysed on ``target`` first."""
@@ -1097,5 +1082,5 @@ def write_report(
         data = render_markdown(report_document(subject, run=run, target=target)).encode()
     else:
         data = _text_report(subject, run, target)
-    _write_atomic(out, data)
+    write_bytes_atomic(out, data)
     return out
