@@ -177,3 +177,9 @@ def test_valid_json_with_wrong_content_is_a_format_error(saved_run, tmp_path, ed
     (run_dir / "rank0.json").write_bytes(orjson.dumps(raw))
     with pytest.raises(RunFormatError, match=r"rank0\.json: .*" + message):
         topoprof.load(run_dir)
+
+
+def test_cli_rejects_a_negative_count_in_one_line(saved_run):
+    proc = subprocess.run(["topoprof", "report", str(saved_run.path), "--top", "-3"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "topoprof: error: topoprof report: argument --top: expected a number >= 0, got -3"

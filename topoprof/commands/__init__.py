@@ -9,3 +9,16 @@ COMMAND_MODULES = [
     "topoprof.commands.run",
     "topoprof.commands.analysis",
 ]
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for counts such as ``--top``: a clear error for ``-3`` or ``ten``."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value

@@ -8,6 +8,8 @@ it to ``-o FILE`` (``.html``, ``.json``, ``.md``).
 
 from __future__ import annotations
 
+from . import non_negative_int
+
 import argparse
 import sys
 from pathlib import Path
@@ -83,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=_FORMATS, help="report format (default: from the extension of FILE)")
     p.add_argument("--target", metavar="T", help="hardware target of the analysis (default dgx-a100; "
                                                   "see topoprof targets)")
-    p.add_argument("--top", type=int, default=10, help="layers in the terminal summary (default 10)")
+    p.add_argument("--top", type=non_negative_int, default=10, help="layers in the terminal summary (default 10)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

@@ -13,6 +13,8 @@ a silent empty run would only fail later, in the report.
 
 from __future__ import annotations
 
+from . import non_negative_int
+
 import argparse
 import runpy
 import sys
@@ -201,7 +203,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<script name>)")
     p.add_argument("--mode", default="layers", help="profiling mode, one of topoprof's modes (default layers)")
     p.add_argument("--target", default=None, help="hardware target for the report (e.g. dgx-a100)")
-    p.add_argument("--top", type=int, default=10, help="layers to list in the summary (default 10)")
+    p.add_argument("--top", type=non_negative_int, default=10, help="layers to list in the summary (default 10)")
     p.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="module",
                    help="run a module as python -m does")
     p.add_argument("script", nargs=argparse.REMAINDER, help="the script and its arguments")

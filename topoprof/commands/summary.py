@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from . import non_negative_int
+
 import argparse
 from pathlib import Path
 
@@ -51,6 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="profiled steps (default 20)")
     p.add_argument("--skip-first", type=int, default=3, help="warm-up steps (default 3)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--top", type=int, default=10, help="layers to list (default 10)")
+    p.add_argument("--top", type=non_negative_int, default=10, help="layers to list (default 10)")
     p.add_argument("--target", default="dgx-a100", help="hardware target of the report (default dgx-a100)")
     p.set_defaults(func=cmd_demo)
