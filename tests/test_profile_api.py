@@ -298,3 +298,28 @@ def test_a_caught_exception_in_optimizer_step_does_not_wedge_the_profile(tmp_pat
     train()
     steps = profiler.run.rank().steps
     assert len(steps) == 4 and profiler.run.manifest.status == "complete"
+
+
+def test_manual_steps_for_loops_that_step_several_optimizers(tmp_path):
+    # a GAN-like loop: the profiled model runs again after its optimizer stepped
+    model, other = MLP(), MLP()
+    opt_a = torch.optim.SGD(model.parameters(), lr=0.01)
+    opt_b = torch.optim.SGD(other.parameters(), lr=0.01)
+    with topoprof.profile(model, tmp_path / "r", steps=3, skip_first=1, step_on="manual", tensorboard=False) as prof:
+        for _ in range(4):
+            x = torch.randn(4, 8)
+            model(x).sum().backward()
+            opt_a.step()
+            opt_a.zero_grad()
+            (model(x).detach().sum() + other(x).sum()).backward()  # the model runs again
+            opt_b.step()
+            opt_b.zero_grad()
+            prof.step()
+    steps = prof.run.rank().steps
+    assert [s.index for s in steps] == [1, 2, 3]
+    assert all(s.forward_passes == 2 and s.optimizer_steps == 2 for s in steps)
+
+
+def test_step_on_must_be_known(tmp_path):
+    with pytest.raises(ProfilerUsageError, match="step_on must be"):
+        topoprof.profile(MLP(), tmp_path / "r", step_on="epoch")

@@ -65,6 +65,7 @@ class Profiler:
         capture_graph: bool = True,
         clock: str | Clock = "auto",
         tensorboard: bool = True,
+        step_on: str = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ProfilerUsageError(f"profile() needs a torch.nn.Module as model, got {type(model).__name__}")
@@ -87,6 +88,9 @@ class Profiler:
         self.capture_graph = capture_graph
         self.clock_choice = clock
         self.tensorboard = tensorboard
+        if step_on not in ("auto", "manual"):
+            raise ProfilerUsageError(f"step_on must be 'auto' or 'manual'; got {step_on!r}")
+        self.step_on = step_on
         self.run: Run | None = None
         self._active = False
         self._finished = False
@@ -206,7 +210,9 @@ class Profiler:
         self._first_timed = max(self.skip_first, 1) if self.capture_graph else self.skip_first
         if not self.capture_graph:
             self._capture_step = -1
-        self._manual_steps = False
+        # "manual": only prof.step() ends a step. "auto": the optimizer does until the first
+        # prof.step() call (loops that never call it: the decorator, topoprof run).
+        self._manual_steps = self.step_on == "manual"
         self._comm_steps: dict[int, dict[str, Any]] = {}
         self._optimizers: dict[int, dict[str, Any]] = {}
         self._optimizer_depth = 0
@@ -690,6 +696,7 @@ def profile(
     capture_graph: bool = True,
     clock: str | Clock = "auto",
     tensorboard: bool = True,
+    step_on: str = "auto",
 ) -> Profiler:
     """Profile the training steps of ``model`` and save the run in ``run_dir``.
 
@@ -718,6 +725,10 @@ def profile(
         clock: ``"auto"`` (CUDA events for a CUDA model, else host), ``"host"``, ``"cuda"``, or
             a :class:`topoprof.capture.clock.Clock` instance (deterministic tests).
         tensorboard: also write TensorBoard summaries into ``run_dir``.
+        step_on: ``"auto"``: steps end at ``prof.step()``, or, in a loop that has not called it
+            yet, when the model's next forward begins after an ``optimizer.step()``;
+            ``"manual"``: only ``prof.step()`` ends a step (a loop that steps several
+            optimizers per iteration, e.g. a GAN).
 
     Returns:
         The :class:`Profiler`; after the context its ``run`` attribute holds the saved run.
@@ -732,4 +743,5 @@ def profile(
         capture_graph=capture_graph,
         clock=clock,
         tensorboard=tensorboard,
+        step_on=step_on,
     )
