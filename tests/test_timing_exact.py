@@ -130,3 +130,25 @@ def test_a_model_returning_a_dataclass_is_timed_and_linked_to_the_output(tmp_pat
             prof.step()
     assert all(b > 0 for b in prof.run.rank().module("").bwd_us)
     assert ("lin", "output") in prof.run.graph().edges
+
+
+def test_a_second_backward_over_the_same_graph_is_timed_too(tmp_path):
+    clock = FakeClock()
+    model = FakeTimedNet(clock)
+    opt = SlowSGD(model.parameters(), clock)
+    with topoprof.profile(model, tmp_path / "run", steps=2, skip_first=1, clock=clock, tensorboard=False) as prof:
+        for x in prof.data(batches(clock, 3)):
+            out = model(x).sum()
+            out.backward(retain_graph=True)  # e.g. two losses over one graph
+            out.backward()
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    rank = prof.run.rank()
+    for name, (calls, fwd, bwd, self_fwd, self_bwd) in EXPECTED.items():
+        m = rank.module(name)
+        assert m.bwd_us == pytest.approx([2 * bwd] * 2, abs=1e-9), name
+        assert m.self_bwd_us == pytest.approx([2 * self_bwd] * 2, abs=1e-9), name
+        assert m.fwd_us == pytest.approx([fwd] * 2, abs=1e-9), name
+    assert all(s.backward_passes == 2 for s in rank.steps)
+    assert all(s.phases_us["backward"] == pytest.approx(2 * 4014) for s in rank.steps)

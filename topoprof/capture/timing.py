@@ -43,7 +43,10 @@ _current_graph_task_id: Callable[[], int] = torch._C._current_graph_task_id
 _Tensor = torch.Tensor
 
 # Indices into a call record (a plain list: cheaper than an object on the hot path).
-_MOD, _PARENT, _F0, _F1, _B0, _B1, _PENDING, _SEQ, _NOTIFY, _EXITS, _RF = range(11)
+# _PEND0: the pending count a backward pass starts from; _TASK: the autograd graph task of the
+# pass in progress; _PASSES: (start, end) of earlier passes over the same nodes (retain_graph,
+# gradient penalties), or None.
+_MOD, _PARENT, _F0, _F1, _B0, _B1, _PENDING, _SEQ, _NOTIFY, _EXITS, _RF, _PEND0, _TASK, _PASSES = range(14)
 
 # ``torch.autograd.profiler.record_function``: its ranges are ``user_annotation`` events in the
 # Kineto trace, which the TensorBoard plugin, HTA and topoprof's trace reader treat as the
@@ -244,7 +247,8 @@ class StepTimer:
                         return
                 timer.forward_passes += 1
                 timer.mark("forward")
-            calls.append([midx, stack[-1] if stack else -1, now(), None, None, None, 0, _get_sequence_nr(), None, None, None])
+            calls.append([midx, stack[-1] if stack else -1, now(), None, None, None, 0, _get_sequence_nr(),
+                          None, None, None, 0, -1, None])
             stack.append(len(calls) - 1)
             push(attrs)
 
@@ -335,7 +339,7 @@ class StepTimer:
         pending = len(frontier) + len(child_units)
         if pending == 0:
             return
-        call[_PENDING] = pending
+        call[_PENDING] = call[_PEND0] = pending
         call[_EXITS] = exits
         for j in child_units:
             child = calls[j]
@@ -383,7 +387,16 @@ class StepTimer:
         push = self.ranges.push
         for i in sorted(waiting):  # outer calls first, so NVTX ranges nest
             call = calls[i]
+            if call[_B0] is not None and call[_TASK] != task and call[_B1] is not None:
+                # another backward pass over nodes that already ran (retain_graph=True, a
+                # gradient penalty): keep the earlier pass and time this one as well
+                if call[_PASSES] is None:
+                    call[_PASSES] = []
+                call[_PASSES].append((call[_B0], call[_B1]))
+                call[_B0] = call[_B1] = None
+                call[_PENDING] = call[_PEND0]
             if call[_B0] is None:
+                call[_TASK] = task
                 call[_B0] = t
                 push(self._bwd_attrs[call[_MOD]])
                 self._bwd_open += 1
@@ -489,6 +502,10 @@ class StepTimer:
             stamps.append(c[_F1])
             stamps.append(c[_B0])
             stamps.append(c[_B1])
+        earlier = [(k, b0, b1) for k, c in enumerate(calls) if c[_PASSES] for b0, b1 in c[_PASSES]]
+        for _, b0, b1 in earlier:
+            stamps.append(b0)
+            stamps.append(b1)
         us = self.clock.resolve(self.origin, stamps)
         duration = us[0]
         n_extra = len(extra)
@@ -508,6 +525,12 @@ class StepTimer:
         child_bwd = [0.0] * n_mod
         ncalls = [0] * n_mod
         root_backward: list[tuple[float, float]] = []
+        extra_bwd = [0.0] * len(calls)
+        for j, (k, _, _) in enumerate(earlier):
+            b0, b1 = us[base + 4 * len(calls) + 2 * j : base + 4 * len(calls) + 2 * j + 2]
+            extra_bwd[k] += b1 - b0
+            if calls[k][_MOD] == 0:
+                root_backward.append((b0, b1))
         for k, c in enumerate(calls):
             f0, f1, b0, b1 = us[base + 4 * k : base + 4 * k + 4]
             m = c[_MOD]
@@ -515,7 +538,7 @@ class StepTimer:
                 root_backward.append((b0, b1))
             ncalls[m] += 1
             f = (f1 - f0) if f1 is not None else (duration - f0)
-            b = (b1 - b0) if (b0 is not None and b1 is not None) else 0.0
+            b = ((b1 - b0) if (b0 is not None and b1 is not None) else 0.0) + extra_bwd[k]
             fwd[m] += f
             bwd[m] += b
             p = c[_PARENT]
