@@ -34,10 +34,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 from torch.utils.hooks import RemovableHandle
 
+from ..run import EdgeRecord
 from .modules import ModuleTable, dtype_name
 from .timing import iter_tensors
 
-__all__ = ["GraphCapture", "CapturedGraph", "CapturedEdge"]
+__all__ = ["GraphCapture", "CapturedGraph"]
 
 #: Functional ops remembered on an edge's ``via`` list (the first ones seen).
 MAX_VIA_OPS = 8
@@ -59,15 +60,6 @@ METADATA_OPS = frozenset({
 
 
 @dataclass
-class CapturedEdge:
-    shape: list[int]
-    dtype: str
-    bytes: int
-    count: int = 1
-    via: list[str] = field(default_factory=list)
-
-
-@dataclass
 class CapturedGraph:
     """What one captured step yields, per module index and per (src, dst) name pair."""
 
@@ -78,7 +70,7 @@ class CapturedGraph:
     called: set[int] = field(default_factory=set)
     flops_fwd: dict[int, int] = field(default_factory=dict)
     flops_bwd: dict[int, int] = field(default_factory=dict)
-    edges: dict[tuple[str, str], CapturedEdge] = field(default_factory=dict)
+    edges: dict[tuple[str, str], EdgeRecord] = field(default_factory=dict)
     ops: dict[int, dict[str, int]] = field(default_factory=dict)
     in_memory_format: dict[int, str] = field(default_factory=dict)
     host_syncs: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -426,7 +418,9 @@ class GraphCapture:
             key = (p, dst)
             e = edges.get(key)
             if e is None:
-                edges[key] = CapturedEdge(
+                edges[key] = EdgeRecord(
+                    src=p,
+                    dst=dst,
                     shape=list(t.shape),
                     dtype=dtype_name(t.dtype),
                     bytes=t.numel() * t.element_size(),

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import ProfilerUsageError
-from ..run import EdgeRecord, Manifest, ModuleRecord, RankData, Run, StepRecord
+from ..run import Manifest, ModuleRecord, RankData, Run, StepRecord
 from .._jsonio import write_json_atomic
 from .clock import Clock, CudaEventClock, HostClock
 from .distributed import DDPCommTimer, ddp_facts, merge_manifest, run_id, unwrap_ddp
@@ -438,10 +438,7 @@ class Profiler:
                 )
             )
         _fill_uncalled_containers(modules, table)
-        edges = [
-            EdgeRecord(src=s, dst=d, shape=e.shape, dtype=e.dtype, bytes=e.bytes, count=e.count, via=e.via)
-            for (s, d), e in graph.edges.items()
-        ]
+        edges = list(graph.edges.values())
         steps = [
             StepRecord(
                 index=idx,

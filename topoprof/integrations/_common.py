@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_profile_options", "mark_optimizer_phase"]
+__all__ = ["check_profile_options", "mark_optimizer_phase", "end_profile"]
 
 
 def check_profile_options(run_dir: str | Path, options: dict[str, Any]) -> None:
@@ -31,3 +31,14 @@ def mark_optimizer_phase(prof: Any) -> None:
     mark = getattr(getattr(prof, "_timer", None), "mark", None)
     if callable(mark):
         mark("optimizer")
+
+
+def end_profile(prof: Any, exception: BaseException | None = None) -> None:
+    """End a callback's profile: remove every hook and save the run, with ``exception`` (the
+    error that ended the training) in the run's status."""
+    if prof is None:
+        return
+    if exception is None:
+        prof.__exit__(None, None, None)
+    else:
+        prof.__exit__(type(exception), exception, exception.__traceback__)

@@ -32,7 +32,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ..capture.session import Profiler, profile
-from ._common import check_profile_options
+from ._common import check_profile_options, end_profile
 
 __all__ = ["TopoprofCallback"]
 
@@ -98,13 +98,7 @@ class TopoprofCallback(TrainerCallback):
         if self._closed:
             return
         self._closed = True
-        prof = self.profiler
-        if prof is None:
-            return
-        if exception is None:
-            prof.__exit__(None, None, None)
-        else:
-            prof.__exit__(type(exception), exception, exception.__traceback__)
+        end_profile(self.profiler, exception)
 
     def __enter__(self) -> TopoprofCallback:
         return self

@@ -39,7 +39,7 @@ except ImportError:  # the standalone package
     from pytorch_lightning import Callback as _Callback
 
 from ..capture.session import Profiler, profile
-from ._common import check_profile_options, mark_optimizer_phase
+from ._common import check_profile_options, end_profile, mark_optimizer_phase
 
 __all__ = ["TopoprofCallback"]
 
@@ -118,10 +118,4 @@ class TopoprofCallback(_Callback):
         if self._closed:
             return
         self._closed = True
-        prof = self.profiler
-        if prof is None:
-            return
-        if exception is None:
-            prof.__exit__(None, None, None)
-        else:
-            prof.__exit__(type(exception), exception, exception.__traceback__)
+        end_profile(self.profiler, exception)
