@@ -105,3 +105,37 @@ def test_layers_mode_has_no_trace_attributes(tmp_path):
     assert prof.run.rank().module("body.0").kernels is None
     assert "kernels" not in prof.run.graph().nodes["body.0"]
     assert not list((tmp_path / "r").glob("*.pt.trace.json"))
+
+
+def test_layer_ranges_stay_in_the_trace_after_a_backward_that_raised(tmp_path):
+    class Fail(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("no")
+
+    model = MLP(width=8, depth=1)
+    fail = {"now": False}
+    # inside the model: the backward fails after topoprof's backward ranges have opened
+    model.body[0].register_forward_hook(lambda m, a, out: Fail.apply(out) if fail["now"] else None)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with topoprof.profile(model, tmp_path / "r", steps=3, skip_first=1, mode="trace", tensorboard=False) as prof:
+        for i in range(4):
+            fail["now"] = i == 1
+            out = model(torch.randn(4, 8)).sum()
+            try:
+                out.backward()
+            except RuntimeError:
+                fail["now"] = False
+                model(torch.randn(4, 8)).sum().backward()  # the loop retries the batch
+            opt.step()
+            opt.zero_grad()
+            prof.step()
+    (path,) = (tmp_path / "r").glob("*.pt.trace.json")
+    names = [e["name"] for e in _annotations(path)]
+    # 3 steps plus the retried batch; the failed backward's ranges are closed, not dropped
+    assert names.count("fwd body.0") == 4
+    assert names.count("bwd body.0") == 4

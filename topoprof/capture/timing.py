@@ -207,7 +207,10 @@ class StepTimer:
 
         def pre_rf(module: Any, args: Any, kwargs: Any = None) -> None:
             pre(module, args, kwargs)
-            rf_stack.append(record_function_enter(name) if timer.rf_active and not timer.in_backward else None)
+            # no range for a recomputation inside backward (the pre-hook skipped it too); the
+            # graph-task check keeps a flag left by a backward that raised from hiding ranges
+            recompute = timer.in_backward and _current_graph_task_id() != -1
+            rf_stack.append(record_function_enter(name) if timer.rf_active and not recompute else None)
 
         def post_rf(module: Any, args: Any, output: Any) -> None:
             if rf_stack:
